@@ -1,0 +1,299 @@
+//! GPU backend: wgpu device, queue and the few commands the zone needs.
+
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+
+use super::CreateError;
+use crate::error::{Error, Result};
+
+/// Usage of device slabs and dedicated blocks: bindable as storage and a
+/// source and destination of copies.
+pub(crate) const DEVICE_USAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
+    .union(wgpu::BufferUsages::COPY_SRC)
+    .union(wgpu::BufferUsages::COPY_DST);
+/// Usage of upload staging buffers.
+pub(crate) const UPLOAD_USAGE: wgpu::BufferUsages =
+    wgpu::BufferUsages::MAP_WRITE.union(wgpu::BufferUsages::COPY_SRC);
+/// Usage of readback staging buffers.
+pub(crate) const READBACK_USAGE: wgpu::BufferUsages =
+    wgpu::BufferUsages::MAP_READ.union(wgpu::BufferUsages::COPY_DST);
+
+/// States of an upload buffer's re-mapping, shared with its map callback.
+pub(crate) const MAP_PENDING: u8 = 0;
+pub(crate) const MAP_READY: u8 = 1;
+pub(crate) const MAP_FAILED: u8 = 2;
+
+/// The wgpu objects of a GPU zone.
+pub(crate) struct GpuBackend {
+    pub(crate) device: wgpu::Device,
+    pub(crate) queue: wgpu::Queue,
+    pub(crate) info: wgpu::AdapterInfo,
+    pub(crate) limits: wgpu::Limits,
+    lost: Arc<Mutex<Option<String>>>,
+    /// wgpu refuses copies within one buffer, and tensors share slabs: such
+    /// copies go through this buffer, grown on demand.
+    scratch: Mutex<Option<wgpu::Buffer>>,
+    /// Scratch buffers created, reported with the zone's device blocks.
+    pub(crate) scratch_created: std::sync::atomic::AtomicU64,
+}
+
+impl GpuBackend {
+    /// Opens the best adapter wgpu finds, with all of its limits.
+    pub(crate) fn open(power: wgpu::PowerPreference, label: &str) -> Result<GpuBackend> {
+        let mut desc = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
+        // GL adapters lack what compute needs (and are slow to probe); the
+        // primary backends are Vulkan, Metal, DX12 and WebGPU.
+        desc.backends &= wgpu::Backends::PRIMARY;
+        let instance = wgpu::Instance::new(desc);
+        let adapter = pollster::block_on(instance.request_adapter(&wgpu::RequestAdapterOptions {
+            power_preference: power,
+            force_fallback_adapter: false,
+            compatible_surface: None,
+            ..Default::default()
+        }))
+        .map_err(|e| Error::NoAdapter {
+            reason: e.to_string(),
+        })?;
+        let info = adapter.get_info();
+        let limits = adapter.limits();
+        let features = adapter.features() & wgpu::Features::SHADER_F16;
+        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+            label: Some(label),
+            required_features: features,
+            required_limits: limits.clone(),
+            experimental_features: wgpu::ExperimentalFeatures::default(),
+            memory_hints: wgpu::MemoryHints::Performance,
+            trace: wgpu::Trace::Off,
+        }))
+        .map_err(|e| Error::NoAdapter {
+            reason: format!("{} ({:?}): {e}", info.name, info.backend),
+        })?;
+        let lost = Arc::new(Mutex::new(None));
+        let flag = Arc::clone(&lost);
+        device.set_device_lost_callback(move |reason, message| {
+            if let Ok(mut l) = flag.lock() {
+                *l = Some(format!("{reason:?}: {message}"));
+            }
+        });
+        // wgpu's default handler panics; a library must not, so errors that
+        // escape our error scopes (a caller's kernel, say) are reported here.
+        device.on_uncaptured_error(Arc::new(|e| eprintln!("tensorzone: wgpu error: {e}")));
+        Ok(GpuBackend {
+            device,
+            queue,
+            info,
+            limits,
+            lost,
+            scratch: Mutex::new(None),
+            scratch_created: std::sync::atomic::AtomicU64::new(0),
+        })
+    }
+
+    pub(crate) fn check_alive(&self) -> Result<()> {
+        match self.lost.lock().map(|l| l.clone()) {
+            Ok(None) => Ok(()),
+            Ok(Some(reason)) => Err(Error::DeviceLost { reason }),
+            Err(_) => Err(Error::DeviceLost {
+                reason: "device-lost state poisoned".into(),
+            }),
+        }
+    }
+
+    /// Creates a buffer inside error scopes, so an out-of-memory or invalid
+    /// request comes back as a value instead of wgpu's uncaptured-error path.
+    pub(crate) fn create_buffer(
+        &self,
+        size: u64,
+        usage: wgpu::BufferUsages,
+        label: &str,
+        mapped: bool,
+    ) -> Result<wgpu::Buffer, CreateError> {
+        self.check_alive().map_err(CreateError::Other)?;
+        let oom = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let invalid = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let buffer = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size,
+            usage,
+            mapped_at_creation: mapped,
+        });
+        let invalid = pollster::block_on(invalid.pop());
+        let oom = pollster::block_on(oom.pop());
+        if let Some(e) = oom {
+            return Err(CreateError::OutOfMemory(e.to_string()));
+        }
+        if let Some(e) = invalid {
+            self.check_alive().map_err(CreateError::Other)?;
+            return Err(CreateError::Other(Error::Backend {
+                detail: e.to_string(),
+            }));
+        }
+        Ok(buffer)
+    }
+
+    fn submit(&self, encoder: wgpu::CommandEncoder) -> Result<wgpu::SubmissionIndex> {
+        self.check_alive()?;
+        Ok(self.queue.submit([encoder.finish()]))
+    }
+
+    fn encoder(&self) -> wgpu::CommandEncoder {
+        self.device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("tensorzone copy"),
+            })
+    }
+
+    pub(crate) fn copy(
+        &self,
+        src: &wgpu::Buffer,
+        src_offset: u64,
+        dst: &wgpu::Buffer,
+        dst_offset: u64,
+        len: u64,
+    ) -> Result<()> {
+        self.check_alive()?;
+        let mut enc = self.encoder();
+        if src != dst {
+            enc.copy_buffer_to_buffer(src, src_offset, dst, dst_offset, Some(len));
+            return self.submit(enc).map(|_| ());
+        }
+        // Hold the scratch lock until the copy is submitted, so no other
+        // copy can be encoded in between; queue order does the rest.
+        let mut scratch = self.scratch.lock().unwrap_or_else(|p| p.into_inner());
+        if scratch.as_ref().is_none_or(|b| b.size() < len) {
+            let size = len.next_power_of_two().max(1 << 20);
+            let buffer = self
+                .create_buffer(size, DEVICE_USAGE, "tensorzone scratch (device)", false)
+                .map_err(|e| match e {
+                    CreateError::OutOfMemory(detail) => Error::OutOfMemory {
+                        requested: size,
+                        reserved: 0,
+                        live: 0,
+                        limit: None,
+                        detail: format!("scratch buffer for a copy within one slab: {detail}"),
+                    },
+                    CreateError::Other(e) => e,
+                })?;
+            self.scratch_created.fetch_add(1, Ordering::Relaxed);
+            *scratch = Some(buffer);
+        }
+        let Some(tmp) = scratch.as_ref() else {
+            return Err(Error::Backend {
+                detail: "scratch buffer missing".into(),
+            });
+        };
+        enc.copy_buffer_to_buffer(src, src_offset, tmp, 0, Some(len));
+        enc.copy_buffer_to_buffer(tmp, 0, dst, dst_offset, Some(len));
+        self.submit(enc).map(|_| ())
+    }
+
+    pub(crate) fn clear(&self, buffer: &wgpu::Buffer, offset: u64, len: u64) -> Result<()> {
+        self.check_alive()?;
+        let mut enc = self.encoder();
+        enc.clear_buffer(buffer, offset, Some(len));
+        self.submit(enc).map(|_| ())
+    }
+
+    /// Writes `data` into a buffer that is mapped for writing, at `offset`.
+    /// The mapped window is widened to wgpu's map alignment; bytes outside
+    /// `data` are left as they are.
+    pub(crate) fn write_mapped(buffer: &wgpu::Buffer, offset: u64, data: &[u8]) -> Result<()> {
+        let start = offset - offset % wgpu::MAP_ALIGNMENT;
+        let end = super::copy_len(offset + data.len() as u64).min(buffer.size());
+        let mut view = buffer
+            .get_mapped_range_mut(start..end)
+            .map_err(|e| Error::MapFailed {
+                detail: e.to_string(),
+            })?;
+        let at = (offset - start) as usize;
+        view.slice(at..at + data.len()).copy_from_slice(data);
+        Ok(())
+    }
+
+    /// Hands a closure the mapped bytes `0..len` of a buffer mapped for writing.
+    pub(crate) fn with_mapped<R>(
+        buffer: &wgpu::Buffer,
+        len: u64,
+        f: impl FnOnce(wgpu::WriteOnly<'_, [u8]>) -> R,
+    ) -> Result<R> {
+        let end = super::copy_len(len).min(buffer.size());
+        let mut view = buffer
+            .get_mapped_range_mut(0..end)
+            .map_err(|e| Error::MapFailed {
+                detail: e.to_string(),
+            })?;
+        Ok(f(view.slice(..len as usize)))
+    }
+
+    /// Unmaps an upload buffer and copies its first `len` bytes to `dst`;
+    /// then starts re-mapping it, reporting through the returned flag.
+    pub(crate) fn upload_from_staging(
+        &self,
+        staging: &wgpu::Buffer,
+        dst: &wgpu::Buffer,
+        dst_offset: u64,
+        len: u64,
+    ) -> Result<Arc<AtomicU8>> {
+        staging.unmap();
+        let result = self.copy(staging, 0, dst, dst_offset, len);
+        let flag = Arc::new(AtomicU8::new(MAP_PENDING));
+        let cb = Arc::clone(&flag);
+        staging.map_async(wgpu::MapMode::Write, .., move |r| {
+            cb.store(
+                if r.is_ok() { MAP_READY } else { MAP_FAILED },
+                Ordering::Release,
+            );
+        });
+        result.map(|_| flag)
+    }
+
+    /// Copies `out.len()` bytes from `src` at `src_offset` into `out`
+    /// through a readback buffer, and waits for them.
+    pub(crate) fn download(
+        &self,
+        src: &wgpu::Buffer,
+        src_offset: u64,
+        staging: &wgpu::Buffer,
+        out: &mut [u8],
+    ) -> Result<()> {
+        let len = super::copy_len(out.len() as u64);
+        let mut enc = self.encoder();
+        enc.copy_buffer_to_buffer(src, src_offset, staging, 0, Some(len));
+        enc.map_buffer_on_submit(staging, wgpu::MapMode::Read, 0..len, |_| {});
+        let index = self.submit(enc)?;
+        self.device
+            .poll(wgpu::PollType::Wait {
+                submission_index: Some(index),
+                timeout: None,
+            })
+            .map_err(|e| Error::Backend {
+                detail: e.to_string(),
+            })?;
+        self.check_alive()?;
+        let result = staging
+            .get_mapped_range(0..len)
+            .map(|view| out.copy_from_slice(&view[..out.len()]))
+            .map_err(|e| Error::MapFailed {
+                detail: e.to_string(),
+            });
+        staging.unmap();
+        result
+    }
+
+    /// Lets map callbacks run without blocking.
+    pub(crate) fn poll(&self) {
+        // A failed poll only means no callback ran; the pending buffers are
+        // checked again later.
+        let _ = self.device.poll(wgpu::PollType::Poll);
+    }
+
+    /// Waits for all submitted work.
+    pub(crate) fn wait_idle(&self) -> Result<()> {
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map(|_| ())
+            .map_err(|e| Error::Backend {
+                detail: e.to_string(),
+            })
+    }
+}

@@ -1,0 +1,24 @@
+#![doc = include_str!("../README.md")]
+#![deny(missing_docs)]
+
+mod backend;
+mod dtype;
+mod error;
+mod pool;
+mod residency;
+mod shape;
+mod stats;
+mod tier;
+mod zone;
+
+pub use dtype::{DType, Element};
+pub use error::{Error, Result};
+pub use residency::{CopyState, Location, Residency};
+pub use shape::{IntoShape, Shape};
+pub use stats::{Transfers, ZoneStats};
+pub use tier::owned::Tensor;
+pub use tier::pinned::PinnedBuffer;
+pub use zone::{BackendChoice, BackendInfo, BackendKind, Zone, ZoneBuilder, BACKEND_ENV};
+
+pub use half::{bf16, f16};
+pub use wgpu;

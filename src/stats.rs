@@ -1,0 +1,218 @@
+//! Counters and the snapshot `Zone::stats` returns.
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+/// Lock-free counters the hot paths bump (relaxed atomics: each counter is
+/// exact, a snapshot of several is not one instant).
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) h2d: TransferCounter,
+    pub(crate) d2h: TransferCounter,
+    pub(crate) d2d: TransferCounter,
+    pub(crate) tensors_created: AtomicU64,
+    pub(crate) tensors_dropped: AtomicU64,
+    pub(crate) host_bytes_live: AtomicU64,
+    pub(crate) device_blocks_created: AtomicU64,
+    pub(crate) staging_buffers_created: AtomicU64,
+}
+
+/// Bytes and calls of one transfer direction.
+#[derive(Debug, Default)]
+pub(crate) struct TransferCounter {
+    bytes: AtomicU64,
+    calls: AtomicU64,
+}
+
+impl TransferCounter {
+    pub(crate) fn add(&self, bytes: u64) {
+        self.bytes.fetch_add(bytes, Relaxed);
+        self.calls.fetch_add(1, Relaxed);
+    }
+
+    fn snapshot(&self) -> Transfers {
+        Transfers {
+            bytes: self.bytes.load(Relaxed),
+            calls: self.calls.load(Relaxed),
+        }
+    }
+}
+
+impl Counters {
+    pub(crate) fn add_host(&self, bytes: u64) {
+        self.host_bytes_live.fetch_add(bytes, Relaxed);
+    }
+    pub(crate) fn sub_host(&self, bytes: u64) {
+        self.host_bytes_live.fetch_sub(bytes, Relaxed);
+    }
+    pub(crate) fn transfers(&self) -> (Transfers, Transfers, Transfers) {
+        (
+            self.h2d.snapshot(),
+            self.d2h.snapshot(),
+            self.d2d.snapshot(),
+        )
+    }
+}
+
+/// Bytes moved and calls made in one direction.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct Transfers {
+    /// Bytes moved (the tensor's byte length per call, without padding).
+    pub bytes: u64,
+    /// Transfers made.
+    pub calls: u64,
+}
+
+/// A snapshot of a zone's memory and traffic, from [`crate::Zone::stats`].
+///
+/// `Display` prints it as a table.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ZoneStats {
+    /// Tensors alive now.
+    pub tensors_live: u64,
+    /// Tensors created since the zone started.
+    pub tensors_created: u64,
+    /// Host bytes held by tensors' host copies.
+    pub host_live_bytes: u64,
+    /// Device bytes held by tensors (ranges rounded up to the offset alignment).
+    pub device_live_bytes: u64,
+    /// Device bytes reserved from the backend: slabs and dedicated blocks.
+    pub device_reserved_bytes: u64,
+    /// Reserved device bytes no tensor holds, ready for reuse or `trim`.
+    pub device_cached_bytes: u64,
+    /// Device slabs held.
+    pub device_slabs: u64,
+    /// Dedicated device blocks held (live or cached).
+    pub device_dedicated_blocks: u64,
+    /// Device ranges handed out by the pool.
+    pub device_allocations: u64,
+    /// Device ranges returned to the pool.
+    pub device_frees: u64,
+    /// Device requests served from memory the pool already held.
+    pub pool_hits: u64,
+    /// Device requests that needed a new block.
+    pub pool_misses: u64,
+    /// Device blocks the backend created (wgpu `create_buffer` calls for
+    /// tensor storage on the GPU backend).
+    pub device_blocks_created: u64,
+    /// Staging buffers the backend created (upload and readback).
+    pub staging_buffers_created: u64,
+    /// Staging bytes reserved (upload and readback).
+    pub staging_reserved_bytes: u64,
+    /// Staging bytes handed out now (pinned buffers, transfers in flight).
+    pub staging_in_use_bytes: u64,
+    /// Host → device transfers.
+    pub host_to_device: Transfers,
+    /// Device → host transfers.
+    pub device_to_host: Transfers,
+    /// Device → device copies.
+    pub device_to_device: Transfers,
+}
+
+impl ZoneStats {
+    /// `create_buffer` calls of every kind (device blocks and staging).
+    pub fn create_buffer_calls(&self) -> u64 {
+        self.device_blocks_created + self.staging_buffers_created
+    }
+
+    /// Share of device requests served without a new block, in `0..=1`.
+    pub fn pool_hit_rate(&self) -> f64 {
+        let total = self.pool_hits + self.pool_misses;
+        if total == 0 {
+            1.0
+        } else {
+            self.pool_hits as f64 / total as f64
+        }
+    }
+}
+
+fn bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit < UNITS.len() - 1 {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.2} {}", UNITS[unit])
+    }
+}
+
+impl fmt::Display for ZoneStats {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let line = "=".repeat(60);
+        writeln!(f, "{line}")?;
+        writeln!(f, "{:<34}{:>26}", "tensorzone memory summary", "")?;
+        writeln!(f, "{line}")?;
+        let rows: [(&str, String); 14] = [
+            (
+                "tensors live / created",
+                format!("{} / {}", self.tensors_live, self.tensors_created),
+            ),
+            ("host live", bytes(self.host_live_bytes)),
+            ("device live", bytes(self.device_live_bytes)),
+            ("device cached", bytes(self.device_cached_bytes)),
+            ("device reserved", bytes(self.device_reserved_bytes)),
+            (
+                "device slabs / dedicated",
+                format!("{} / {}", self.device_slabs, self.device_dedicated_blocks),
+            ),
+            (
+                "device allocs / frees",
+                format!("{} / {}", self.device_allocations, self.device_frees),
+            ),
+            (
+                "pool hit rate",
+                format!("{:.1}%", self.pool_hit_rate() * 100.0),
+            ),
+            (
+                "create_buffer: device / staging",
+                format!(
+                    "{} / {}",
+                    self.device_blocks_created, self.staging_buffers_created
+                ),
+            ),
+            ("staging reserved", bytes(self.staging_reserved_bytes)),
+            ("staging in use", bytes(self.staging_in_use_bytes)),
+            ("host -> device", transfer(self.host_to_device)),
+            ("device -> host", transfer(self.device_to_host)),
+            ("device -> device", transfer(self.device_to_device)),
+        ];
+        for (name, value) in &rows {
+            writeln!(f, "{name:<34}{value:>26}")?;
+        }
+        write!(f, "{line}")
+    }
+}
+
+fn transfer(t: Transfers) -> String {
+    format!("{} in {} calls", bytes(t.bytes), t.calls)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn display_lists_every_figure() {
+        let s = ZoneStats {
+            tensors_live: 2,
+            tensors_created: 5,
+            device_live_bytes: 3 << 20,
+            host_to_device: Transfers {
+                bytes: 1536,
+                calls: 3,
+            },
+            ..Default::default()
+        };
+        let text = s.to_string();
+        assert!(text.contains("2 / 5"), "{text}");
+        assert!(text.contains("3.00 MiB"), "{text}");
+        assert!(text.contains("1.50 KiB in 3 calls"), "{text}");
+        assert_eq!(s.pool_hit_rate(), 1.0);
+    }
+}

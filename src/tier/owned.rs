@@ -1,0 +1,595 @@
+//! Tier 3: `Tensor<T>`, uniquely owned storage that returns to the pool on drop.
+
+use std::fmt;
+use std::num::NonZeroU64;
+use std::sync::atomic::Ordering;
+
+use ndarray::{ArrayBase, ArrayD, ArrayViewD, ArrayViewMutD, Data, Dimension, IxDyn};
+
+use crate::dtype::{DType, Element};
+use crate::error::{Error, Result};
+use crate::residency::{Location, Residency};
+use crate::shape::{IntoShape, Shape};
+use crate::tier::pinned::PinnedBuffer;
+use crate::zone::{DeviceRange, Zone};
+
+/// A tensor owned by one handle. Its bytes may live on the host, on the
+/// device or both; the tensor knows which copy is current and moves data
+/// only when a read on the other side needs it, counting every transfer.
+///
+/// Calls that may move data take `&mut self`: while a host view is
+/// borrowed, nothing can make the device copy newer.
+///
+/// ```
+/// use tensorzone::{CopyState, Location, Tensor, Zone};
+/// let zone = Zone::new().unwrap();
+/// let mut t = Tensor::from_slice(&zone, [3], &[1u32, 2, 3], Location::Host).unwrap();
+/// t.to_device().unwrap();                      // one upload
+/// assert!(t.residency().is_synced());
+/// t.write_device(&[7, 8, 9]).unwrap();         // device newer, host stale
+/// assert_eq!(t.residency().host, CopyState::Stale);
+/// assert_eq!(t.to_vec().unwrap(), [7, 8, 9]);  // one download
+/// assert_eq!(t.to_vec().unwrap(), [7, 8, 9]);  // moves nothing
+/// assert_eq!(zone.stats().device_to_host.calls, 1);
+/// ```
+pub struct Tensor<T: Element> {
+    zone: Zone,
+    shape: Shape,
+    bytes: u64,
+    host: Option<Vec<T>>,
+    device: Option<DeviceRange>,
+    host_current: bool,
+    device_current: bool,
+}
+
+/// Turns a shape-like value into a checked shape and byte count for `T`.
+fn checked<T: Element>(shape: impl IntoShape) -> Result<(Shape, u64)> {
+    let shape = shape.into_shape()?;
+    let bytes = shape.byte_len(T::DTYPE)?;
+    Ok((shape, bytes))
+}
+
+fn host_vec<T: Element>(len: usize, fill: T) -> Result<Vec<T>> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(len).map_err(|e| Error::OutOfMemory {
+        requested: (len * std::mem::size_of::<T>()) as u64,
+        reserved: 0,
+        live: 0,
+        limit: None,
+        detail: format!("host allocation failed: {e}"),
+    })?;
+    v.resize(len, fill);
+    Ok(v)
+}
+
+impl<T: Element> Tensor<T> {
+    fn unplaced(zone: &Zone, shape: Shape, bytes: u64) -> Tensor<T> {
+        zone.counters()
+            .tensors_created
+            .fetch_add(1, Ordering::Relaxed);
+        Tensor {
+            zone: zone.clone(),
+            shape,
+            bytes,
+            host: None,
+            device: None,
+            host_current: false,
+            device_current: false,
+        }
+    }
+
+    fn set_host(&mut self, v: Vec<T>) {
+        self.zone.counters().add_host(self.bytes);
+        self.host = Some(v);
+    }
+
+    /// An unwritten tensor with storage at `loc`: it reads as zeros, and
+    /// no zeros are written until a read or binding needs them.
+    ///
+    /// Use it for outputs a kernel or [`Tensor::write_device`] overwrites;
+    /// safe code never sees another tensor's old bytes.
+    pub fn empty(zone: &Zone, shape: impl IntoShape, loc: Location) -> Result<Tensor<T>> {
+        let (shape, bytes) = checked::<T>(shape)?;
+        if loc == Location::Device {
+            zone.check_fits(bytes)?;
+        }
+        let mut t = Tensor::unplaced(zone, shape, bytes);
+        match loc {
+            Location::Host => {
+                let v = host_vec(t.shape.numel(), T::zeroed())?;
+                t.set_host(v);
+            }
+            Location::Device => t.device = Some(zone.alloc_device(bytes)?),
+        }
+        Ok(t)
+    }
+
+    /// A tensor of zeros at `loc`.
+    pub fn zeros(zone: &Zone, shape: impl IntoShape, loc: Location) -> Result<Tensor<T>> {
+        let mut t = Tensor::empty(zone, shape, loc)?;
+        match loc {
+            Location::Host => t.host_current = true,
+            Location::Device => t.sync_device()?,
+        }
+        Ok(t)
+    }
+
+    /// A tensor with every element `value`, at `loc` (on the device, one
+    /// upload of the filled bytes).
+    pub fn full(zone: &Zone, shape: impl IntoShape, value: T, loc: Location) -> Result<Tensor<T>> {
+        let (shape, bytes) = checked::<T>(shape)?;
+        let v = host_vec(shape.numel(), value)?;
+        Tensor::place(zone, shape, bytes, v, loc)
+    }
+
+    /// A tensor holding a copy of `data` (row-major), at `loc`.
+    ///
+    /// Errors: [`Error::LengthMismatch`] when `data` does not hold exactly
+    /// the shape's element count.
+    pub fn from_slice(
+        zone: &Zone,
+        shape: impl IntoShape,
+        data: &[T],
+        loc: Location,
+    ) -> Result<Tensor<T>> {
+        let (shape, bytes) = checked::<T>(shape)?;
+        check_len(&shape, data.len())?;
+        match loc {
+            Location::Host => {
+                let mut v = host_vec(0, T::zeroed())?;
+                v.try_reserve_exact(data.len())
+                    .map_err(|e| Error::OutOfMemory {
+                        requested: bytes,
+                        reserved: 0,
+                        live: 0,
+                        limit: None,
+                        detail: format!("host allocation failed: {e}"),
+                    })?;
+                v.extend_from_slice(data);
+                Tensor::place(zone, shape, bytes, v, loc)
+            }
+            Location::Device => {
+                zone.check_fits(bytes)?;
+                let mut t = Tensor::unplaced(zone, shape, bytes);
+                t.write_device(data)?;
+                Ok(t)
+            }
+        }
+    }
+
+    /// A tensor that takes ownership of `data` as its host copy (no copy on
+    /// the host), then moves it to `loc`.
+    pub fn from_vec(
+        zone: &Zone,
+        shape: impl IntoShape,
+        data: Vec<T>,
+        loc: Location,
+    ) -> Result<Tensor<T>> {
+        let (shape, bytes) = checked::<T>(shape)?;
+        check_len(&shape, data.len())?;
+        Tensor::place(zone, shape, bytes, data, loc)
+    }
+
+    /// A tensor with the shape and elements of an ndarray of any memory
+    /// layout (strided, transposed, reversed), in logical row-major order.
+    ///
+    /// ```
+    /// use ndarray::array;
+    /// use tensorzone::{Location, Tensor, Zone};
+    /// let zone = Zone::cpu();
+    /// let a = array![[1i32, 2, 3], [4, 5, 6]];
+    /// let mut t = Tensor::from_ndarray(&zone, &a.t(), Location::Device).unwrap();
+    /// assert_eq!(t.dims(), &[3, 2]);
+    /// assert_eq!(t.to_vec().unwrap(), [1, 4, 2, 5, 3, 6]);
+    /// ```
+    pub fn from_ndarray<S, D>(
+        zone: &Zone,
+        array: &ArrayBase<S, D>,
+        loc: Location,
+    ) -> Result<Tensor<T>>
+    where
+        S: Data<Elem = T>,
+        D: Dimension,
+    {
+        let shape = Shape::new(array.shape())?;
+        match array.as_slice() {
+            Some(contiguous) => Tensor::from_slice(zone, shape, contiguous, loc),
+            None => {
+                let bytes = shape.byte_len(T::DTYPE)?;
+                let mut v = host_vec(0, T::zeroed())?;
+                v.try_reserve_exact(shape.numel())
+                    .map_err(|e| Error::OutOfMemory {
+                        requested: bytes,
+                        reserved: 0,
+                        live: 0,
+                        limit: None,
+                        detail: format!("host allocation failed: {e}"),
+                    })?;
+                v.extend(array.iter().copied());
+                Tensor::place(zone, shape, bytes, v, loc)
+            }
+        }
+    }
+
+    /// A device tensor whose bytes come from a pinned buffer written in
+    /// place, with no further host copy: one staging→device copy.
+    ///
+    /// ```
+    /// use tensorzone::{Tensor, Zone};
+    /// let zone = Zone::new().unwrap();
+    /// let mut pinned = zone.pinned::<u8>(4).unwrap();
+    /// pinned.write(0, &[10, 20, 30, 40]).unwrap(); // e.g. a decoder's output
+    /// let mut t = Tensor::from_pinned(&zone, [2, 2], pinned).unwrap();
+    /// assert_eq!(t.to_vec().unwrap(), [10, 20, 30, 40]);
+    /// ```
+    pub fn from_pinned(
+        zone: &Zone,
+        shape: impl IntoShape,
+        pinned: PinnedBuffer<T>,
+    ) -> Result<Tensor<T>> {
+        let (shape, bytes) = checked::<T>(shape)?;
+        check_len(&shape, pinned.len())?;
+        if !pinned.zone().same_zone(zone) {
+            return Err(Error::ZoneMismatch);
+        }
+        zone.check_fits(bytes)?;
+        let mut t = Tensor::unplaced(zone, shape, bytes);
+        t.upload_pinned(pinned)?;
+        Ok(t)
+    }
+
+    fn place(zone: &Zone, shape: Shape, bytes: u64, v: Vec<T>, loc: Location) -> Result<Tensor<T>> {
+        if loc == Location::Device {
+            zone.check_fits(bytes)?;
+        }
+        let mut t = Tensor::unplaced(zone, shape, bytes);
+        t.set_host(v);
+        t.host_current = true;
+        if loc == Location::Device {
+            t.sync_device()?;
+        }
+        Ok(t)
+    }
+
+    // ----- residency -------------------------------------------------------
+
+    fn device_range(&mut self) -> Result<&DeviceRange> {
+        if self.device.is_none() {
+            self.device = Some(self.zone.alloc_device(self.bytes)?);
+        }
+        self.device
+            .as_ref()
+            .ok_or(Error::NoDeviceCopy { op: "device_range" })
+    }
+
+    fn sync_device(&mut self) -> Result<()> {
+        if self.device_current {
+            return Ok(());
+        }
+        self.device_range()?;
+        let (Some(range), zone) = (self.device.as_ref(), &self.zone) else {
+            return Err(Error::NoDeviceCopy { op: "to_device" });
+        };
+        match (&self.host, self.host_current) {
+            (Some(h), true) => zone.upload(range, bytemuck::cast_slice(h))?,
+            _ => zone.clear_device(range, self.bytes)?,
+        }
+        self.device_current = true;
+        Ok(())
+    }
+
+    fn sync_host(&mut self) -> Result<()> {
+        if self.host_current {
+            return Ok(());
+        }
+        if self.host.is_none() {
+            let v = host_vec(self.shape.numel(), T::zeroed())?;
+            self.set_host(v);
+        }
+        match (&mut self.host, &self.device, self.device_current) {
+            (Some(h), Some(range), true) => {
+                self.zone.download(range, bytemuck::cast_slice_mut(h))?
+            }
+            (Some(h), _, _) => h.fill(T::zeroed()),
+            (None, _, _) => return Err(Error::NoDeviceCopy { op: "to_host" }),
+        }
+        self.host_current = true;
+        Ok(())
+    }
+
+    /// Makes the device copy current: uploads once if the host copy is
+    /// newer; does nothing if the device copy is already current.
+    pub fn to_device(&mut self) -> Result<()> {
+        self.sync_device()
+    }
+
+    /// Makes the host copy current: downloads once if the device copy is
+    /// newer; does nothing if the host copy is already current.
+    pub fn to_host(&mut self) -> Result<()> {
+        self.sync_host()
+    }
+
+    /// Which copies exist and which are current.
+    pub fn residency(&self) -> Residency {
+        Residency::of(
+            self.host.is_some(),
+            self.host_current,
+            self.device.is_some(),
+            self.device_current,
+        )
+    }
+
+    /// Releases the host copy, keeping the device one (made current first).
+    pub fn drop_host_copy(&mut self) -> Result<()> {
+        if self.host.is_some() {
+            self.sync_device()?;
+            self.host = None;
+            self.host_current = false;
+            self.zone.counters().sub_host(self.bytes);
+        }
+        Ok(())
+    }
+
+    /// Releases the device copy, keeping the host one (made current first).
+    pub fn drop_device_copy(&mut self) -> Result<()> {
+        if self.device.is_some() {
+            self.sync_host()?;
+            self.device_current = false;
+            if let Some(range) = self.device.take() {
+                self.zone.free_device(range);
+            }
+        }
+        Ok(())
+    }
+
+    // ----- host access -----------------------------------------------------
+
+    /// The elements on the host, downloading first if the device is newer.
+    pub fn as_slice(&mut self) -> Result<&[T]> {
+        self.sync_host()?;
+        self.host
+            .as_deref()
+            .ok_or(Error::NoDeviceCopy { op: "as_slice" })
+    }
+
+    /// The elements on the host for writing; the device copy becomes stale.
+    pub fn as_mut_slice(&mut self) -> Result<&mut [T]> {
+        self.sync_host()?;
+        self.device_current = false;
+        self.host
+            .as_deref_mut()
+            .ok_or(Error::NoDeviceCopy { op: "as_mut_slice" })
+    }
+
+    /// An ndarray view of the host copy, downloading first if needed.
+    pub fn view(&mut self) -> Result<ArrayViewD<'_, T>> {
+        let dims = IxDyn(self.shape.dims());
+        let data = self.as_slice()?;
+        ArrayViewD::from_shape(dims, data).map_err(|e| Error::Backend {
+            detail: e.to_string(),
+        })
+    }
+
+    /// A mutable ndarray view of the host copy; the device copy becomes stale.
+    pub fn view_mut(&mut self) -> Result<ArrayViewMutD<'_, T>> {
+        let dims = IxDyn(self.shape.dims());
+        let data = self.as_mut_slice()?;
+        ArrayViewMutD::from_shape(dims, data).map_err(|e| Error::Backend {
+            detail: e.to_string(),
+        })
+    }
+
+    /// The elements, row-major, downloading first if needed.
+    pub fn to_vec(&mut self) -> Result<Vec<T>> {
+        Ok(self.as_slice()?.to_vec())
+    }
+
+    /// An owned ndarray of the elements.
+    pub fn to_ndarray(&mut self) -> Result<ArrayD<T>> {
+        Ok(self.view()?.to_owned())
+    }
+
+    /// Overwrites the elements from the host; the device copy becomes stale.
+    pub fn write_host(&mut self, data: &[T]) -> Result<()> {
+        check_len(&self.shape, data.len())?;
+        if self.host.is_none() {
+            let v = host_vec(self.shape.numel(), T::zeroed())?;
+            self.set_host(v);
+        }
+        if let Some(h) = self.host.as_mut() {
+            h.copy_from_slice(data);
+        }
+        self.host_current = true;
+        self.device_current = false;
+        Ok(())
+    }
+
+    // ----- device access ---------------------------------------------------
+
+    /// Overwrites the device copy straight from `data` (one upload, no host
+    /// copy kept current); the host copy becomes stale.
+    pub fn write_device(&mut self, data: &[T]) -> Result<()> {
+        check_len(&self.shape, data.len())?;
+        self.device_range()?;
+        let (Some(range), zone) = (self.device.as_ref(), &self.zone) else {
+            return Err(Error::NoDeviceCopy { op: "write_device" });
+        };
+        zone.upload(range, bytemuck::cast_slice(data))?;
+        self.device_current = true;
+        self.host_current = false;
+        Ok(())
+    }
+
+    /// Overwrites the device copy from a pinned buffer (one staging→device
+    /// copy); the host copy becomes stale.
+    pub fn upload_pinned(&mut self, pinned: PinnedBuffer<T>) -> Result<()> {
+        check_len(&self.shape, pinned.len())?;
+        if !pinned.zone().same_zone(&self.zone) {
+            return Err(Error::ZoneMismatch);
+        }
+        self.device_range()?;
+        let (Some(range), zone) = (self.device.as_ref(), &self.zone) else {
+            return Err(Error::NoDeviceCopy {
+                op: "upload_pinned",
+            });
+        };
+        zone.upload_staging(pinned.into_staging(), range, self.bytes)?;
+        self.device_current = true;
+        self.host_current = false;
+        Ok(())
+    }
+
+    /// A wgpu binding of the device copy (made current first) for your own
+    /// kernels. The binding's size is the byte length rounded up to 4. If a
+    /// kernel writes through it, call [`Tensor::mark_device_written`].
+    ///
+    /// Errors: [`Error::NeedsGpu`] on the CPU backend.
+    pub fn binding(&mut self) -> Result<wgpu::BufferBinding<'_>> {
+        if self.zone.wgpu_device().is_none() {
+            return Err(Error::NeedsGpu { op: "binding" });
+        }
+        self.sync_device()?;
+        let size = NonZeroU64::new(crate::backend::copy_len(self.bytes));
+        match &self.device {
+            Some(DeviceRange {
+                block: crate::backend::DeviceBlock::Gpu(buffer),
+                offset,
+                ..
+            }) => Ok(wgpu::BufferBinding {
+                buffer,
+                offset: *offset,
+                size,
+            }),
+            _ => Err(Error::NeedsGpu { op: "binding" }),
+        }
+    }
+
+    /// Records that device work wrote the device copy: the host copy is
+    /// stale from now on and the next host read downloads once.
+    pub fn mark_device_written(&mut self) -> Result<()> {
+        if self.device.is_none() {
+            return Err(Error::NoDeviceCopy {
+                op: "mark_device_written",
+            });
+        }
+        self.device_current = true;
+        self.host_current = false;
+        Ok(())
+    }
+
+    /// Copies `src` into this tensor on the device (one device→device copy;
+    /// `src` is uploaded first if its host copy is newer).
+    ///
+    /// Errors: [`Error::ShapeMismatch`], [`Error::ZoneMismatch`].
+    pub fn copy_from(&mut self, src: &mut Tensor<T>) -> Result<()> {
+        if !self.zone.same_zone(&src.zone) {
+            return Err(Error::ZoneMismatch);
+        }
+        if self.shape != src.shape {
+            return Err(Error::ShapeMismatch {
+                left: self.dims().to_vec(),
+                right: src.dims().to_vec(),
+            });
+        }
+        src.sync_device()?;
+        self.device_range()?;
+        match (&src.device, &self.device) {
+            (Some(s), Some(d)) => self.zone.copy_device(s, d, self.bytes)?,
+            _ => return Err(Error::NoDeviceCopy { op: "copy_from" }),
+        }
+        self.device_current = true;
+        self.host_current = false;
+        Ok(())
+    }
+
+    /// A new tensor with the same contents: a device→device copy when the
+    /// device copy is current, else a host copy.
+    pub fn try_clone(&mut self) -> Result<Tensor<T>> {
+        if self.device_current {
+            let mut t = Tensor::empty(&self.zone, self.shape.clone(), Location::Device)?;
+            t.copy_from(self)?;
+            Ok(t)
+        } else if let (true, Some(h)) = (self.host_current, &self.host) {
+            let v = h.clone();
+            Tensor::place(
+                &self.zone,
+                self.shape.clone(),
+                self.bytes,
+                v,
+                Location::Host,
+            )
+        } else {
+            Tensor::empty(&self.zone, self.shape.clone(), Location::Host)
+        }
+    }
+
+    // ----- metadata --------------------------------------------------------
+
+    /// The shape.
+    pub fn shape(&self) -> &Shape {
+        &self.shape
+    }
+
+    /// The dimensions.
+    pub fn dims(&self) -> &[usize] {
+        self.shape.dims()
+    }
+
+    /// Number of elements.
+    pub fn len(&self) -> usize {
+        self.shape.numel()
+    }
+
+    /// Always false: tensors hold at least one element.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// The element type.
+    pub fn dtype(&self) -> DType {
+        T::DTYPE
+    }
+
+    /// Bytes of the elements.
+    pub fn byte_len(&self) -> u64 {
+        self.bytes
+    }
+
+    /// The zone the tensor belongs to.
+    pub fn zone(&self) -> &Zone {
+        &self.zone
+    }
+}
+
+fn check_len(shape: &Shape, actual: usize) -> Result<()> {
+    if shape.numel() != actual {
+        return Err(Error::LengthMismatch {
+            expected: shape.numel(),
+            actual,
+        });
+    }
+    Ok(())
+}
+
+impl<T: Element> Drop for Tensor<T> {
+    fn drop(&mut self) {
+        let c = self.zone.counters();
+        if self.host.take().is_some() {
+            c.sub_host(self.bytes);
+        }
+        if let Some(range) = self.device.take() {
+            self.zone.free_device(range);
+        }
+        c.tensors_dropped.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+impl<T: Element> fmt::Debug for Tensor<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Tensor")
+            .field("dtype", &T::DTYPE)
+            .field("shape", &self.shape)
+            .field("residency", &self.residency())
+            .finish()
+    }
+}

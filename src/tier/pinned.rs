@@ -1,0 +1,137 @@
+//! Pinned host buffers: pooled staging memory a caller writes in place and
+//! uploads with no further host copy.
+
+use std::fmt;
+use std::marker::PhantomData;
+
+use crate::backend::gpu::GpuBackend;
+use crate::backend::StagingBlock;
+use crate::dtype::Element;
+use crate::error::{Error, Result};
+use crate::zone::{Staging, Zone};
+
+/// A host-visible staging buffer of `len` elements of `T`, taken from the
+/// zone's upload pool and mapped for writing. Write into it (a decoder can
+/// write rows straight in), then hand it to [`crate::Tensor::from_pinned`]
+/// or [`crate::Tensor::upload_pinned`]. Dropping it unused returns it to
+/// the pool.
+///
+/// Mapped GPU memory may be write-combined, so the buffer is write-only:
+/// reading it back would be slow or meaningless.
+///
+/// ```
+/// use tensorzone::{Location, Tensor, Zone};
+/// let zone = Zone::new().unwrap();
+/// let mut frame = zone.pinned::<u8>(8).unwrap();
+/// frame.with_bytes(|mut bytes| bytes.fill(7)).unwrap();
+/// frame.write(6, &[1, 2]).unwrap();
+/// let mut t = Tensor::<u8>::empty(&zone, [8], Location::Device).unwrap();
+/// t.upload_pinned(frame).unwrap();
+/// assert_eq!(t.to_vec().unwrap(), [7, 7, 7, 7, 7, 7, 1, 2]);
+/// ```
+pub struct PinnedBuffer<T: Element> {
+    zone: Zone,
+    staging: Option<Staging>,
+    len: usize,
+    _elem: PhantomData<fn() -> T>,
+}
+
+impl Zone {
+    /// A pinned (mapped staging) buffer for `len` elements of `T`.
+    ///
+    /// Errors: [`Error::EmptyShape`] for `len == 0`,
+    /// [`Error::ShapeOverflow`], [`Error::TooLarge`].
+    pub fn pinned<T: Element>(&self, len: usize) -> Result<PinnedBuffer<T>> {
+        let shape = crate::Shape::vector(len)?;
+        let bytes = shape.byte_len(T::DTYPE)?;
+        self.check_fits(bytes)?;
+        let staging = self.acquire_upload(bytes)?;
+        Ok(PinnedBuffer {
+            zone: self.clone(),
+            staging: Some(staging),
+            len,
+            _elem: PhantomData,
+        })
+    }
+}
+
+impl<T: Element> PinnedBuffer<T> {
+    /// Capacity in elements.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Always false: a pinned buffer holds at least one element.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// The zone it came from.
+    pub fn zone(&self) -> &Zone {
+        &self.zone
+    }
+
+    /// Writes `data` starting at element `offset`.
+    ///
+    /// Errors: [`Error::OutOfRange`] when it does not fit.
+    pub fn write(&mut self, offset: usize, data: &[T]) -> Result<()> {
+        let end = offset.checked_add(data.len());
+        if end.is_none_or(|e| e > self.len) {
+            return Err(Error::OutOfRange {
+                offset,
+                len: data.len(),
+                capacity: self.len,
+            });
+        }
+        let at = (offset * std::mem::size_of::<T>()) as u64;
+        let bytes: &[u8] = bytemuck::cast_slice(data);
+        match self.staging.as_mut().map(|s| &mut s.block) {
+            Some(StagingBlock::Gpu(buf)) => GpuBackend::write_mapped(buf, at, bytes),
+            Some(StagingBlock::Cpu(host)) => {
+                host[at as usize..at as usize + bytes.len()].copy_from_slice(bytes);
+                Ok(())
+            }
+            None => Err(Error::MapFailed {
+                detail: "pinned buffer already consumed".into(),
+            }),
+        }
+    }
+
+    /// Hands `f` the buffer's bytes (`len * size_of::<T>()` of them) as a
+    /// write-only slice, for writers that fill memory in place.
+    pub fn with_bytes<R>(&mut self, f: impl FnOnce(wgpu::WriteOnly<'_, [u8]>) -> R) -> Result<R> {
+        let bytes = self.len * std::mem::size_of::<T>();
+        match self.staging.as_mut().map(|s| &mut s.block) {
+            Some(StagingBlock::Gpu(buf)) => GpuBackend::with_mapped(buf, bytes as u64, f),
+            Some(StagingBlock::Cpu(host)) => Ok(f(wgpu::WriteOnly::from_mut(&mut host[..bytes]))),
+            None => Err(Error::MapFailed {
+                detail: "pinned buffer already consumed".into(),
+            }),
+        }
+    }
+
+    pub(crate) fn into_staging(mut self) -> Staging {
+        match self.staging.take() {
+            Some(s) => s,
+            // Only `into_staging` and `drop` take it, and both consume self.
+            None => unreachable!("pinned buffer staging taken twice"),
+        }
+    }
+}
+
+impl<T: Element> Drop for PinnedBuffer<T> {
+    fn drop(&mut self) {
+        if let Some(s) = self.staging.take() {
+            self.zone.release_upload(s);
+        }
+    }
+}
+
+impl<T: Element> fmt::Debug for PinnedBuffer<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PinnedBuffer")
+            .field("dtype", &T::DTYPE)
+            .field("len", &self.len)
+            .finish()
+    }
+}

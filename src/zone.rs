@@ -1,0 +1,791 @@
+//! The zone: one per device; owns the backend, the pools and the counters.
+
+use std::fmt;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use crate::backend::gpu::{GpuBackend, MAP_FAILED, MAP_READY};
+use crate::backend::{cpu::CpuBackend, Backend, CreateError, DeviceBlock, StagingBlock};
+use crate::error::{Error, Result};
+use crate::pool::{BlockId, DevicePool, DevicePoolConfig, PoolAlloc, StagingPool};
+use crate::stats::{Counters, ZoneStats};
+
+/// Environment variable that overrides the backend choice of every zone.
+pub const BACKEND_ENV: &str = "TENSORZONE_BACKEND";
+
+const DEFAULT_SLAB_SIZE: u64 = 32 << 20;
+const DEFAULT_STAGING_IDLE_LIMIT: u64 = 256 << 20;
+const STAGING_MIN_SIZE: u64 = 64 << 10;
+
+/// Which backend a zone should use.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Default)]
+pub enum BackendChoice {
+    /// A GPU adapter when one exists, else the CPU.
+    #[default]
+    Auto,
+    /// A GPU adapter, or [`Error::NoAdapter`].
+    Gpu,
+    /// The CPU backend, even when a GPU exists.
+    Cpu,
+}
+
+impl BackendChoice {
+    /// Reads [`BACKEND_ENV`]: `None` when unset or empty.
+    pub fn from_env() -> Result<Option<BackendChoice>> {
+        match std::env::var(BACKEND_ENV) {
+            Err(_) => Ok(None),
+            Ok(v) => match v.trim().to_ascii_lowercase().as_str() {
+                "" => Ok(None),
+                "auto" => Ok(Some(BackendChoice::Auto)),
+                "gpu" => Ok(Some(BackendChoice::Gpu)),
+                "cpu" => Ok(Some(BackendChoice::Cpu)),
+                _ => Err(Error::InvalidBackendEnv { value: v }),
+            },
+        }
+    }
+}
+
+/// The backend a zone runs on.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub enum BackendKind {
+    /// wgpu on a GPU adapter (which may be a software one such as lavapipe).
+    Gpu,
+    /// Host memory only.
+    Cpu,
+}
+
+/// What a zone runs on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct BackendInfo {
+    /// GPU or CPU.
+    pub kind: BackendKind,
+    /// The adapter's name (`"llvmpipe (LLVM 15.0.6, 256 bits)"`), or `"cpu"`.
+    pub adapter: String,
+    /// The graphics API (`"Vulkan"`), or `"none"`.
+    pub api: String,
+    /// The adapter's device type (`"Cpu"`, `"DiscreteGpu"` …), or `"host"`.
+    pub device_type: String,
+    /// The driver's name and version, when the adapter reports them.
+    pub driver: String,
+    /// Largest single buffer the device can hold.
+    pub max_buffer_size: u64,
+    /// Offset alignment of every device range the zone hands out.
+    pub alignment: u64,
+}
+
+impl fmt::Display for BackendInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.kind {
+            BackendKind::Cpu => write!(f, "cpu (no GPU adapter in use)"),
+            BackendKind::Gpu => write!(
+                f,
+                "gpu: {} ({}, {}{})",
+                self.adapter,
+                self.api,
+                self.device_type,
+                if self.driver.is_empty() {
+                    String::new()
+                } else {
+                    format!(", {}", self.driver)
+                }
+            ),
+        }
+    }
+}
+
+/// Configures and opens a [`Zone`].
+///
+/// ```
+/// use tensorzone::{BackendChoice, Zone};
+/// let zone = Zone::builder()
+///     .backend(BackendChoice::Cpu)
+///     .label("example")
+///     .device_memory_limit(256 << 20)
+///     .build()
+///     .unwrap();
+/// assert_eq!(zone.label(), "example");
+/// ```
+#[derive(Clone, Debug)]
+pub struct ZoneBuilder {
+    choice: BackendChoice,
+    label: String,
+    slab_size: u64,
+    limit: Option<u64>,
+    staging_idle_limit: u64,
+    power: wgpu::PowerPreference,
+}
+
+impl Default for ZoneBuilder {
+    fn default() -> Self {
+        ZoneBuilder {
+            choice: BackendChoice::Auto,
+            label: "tensorzone".into(),
+            slab_size: DEFAULT_SLAB_SIZE,
+            limit: None,
+            staging_idle_limit: DEFAULT_STAGING_IDLE_LIMIT,
+            power: wgpu::PowerPreference::HighPerformance,
+        }
+    }
+}
+
+impl ZoneBuilder {
+    /// Backend choice; [`BACKEND_ENV`] overrides it when set.
+    pub fn backend(mut self, choice: BackendChoice) -> Self {
+        self.choice = choice;
+        self
+    }
+
+    /// Name used in wgpu labels and reports.
+    pub fn label(mut self, label: impl Into<String>) -> Self {
+        self.label = label.into();
+        self
+    }
+
+    /// Size of the device slabs small tensors are carved from (default
+    /// 32 MiB; clamped to the adapter's `max_buffer_size`). Requests over a
+    /// quarter of it get a dedicated buffer.
+    pub fn slab_size(mut self, bytes: u64) -> Self {
+        self.slab_size = bytes.max(STAGING_MIN_SIZE);
+        self
+    }
+
+    /// Most device bytes the zone may reserve. Past it, cached blocks are
+    /// released, then allocation fails with [`Error::OutOfMemory`].
+    pub fn device_memory_limit(mut self, bytes: u64) -> Self {
+        self.limit = Some(bytes);
+        self
+    }
+
+    /// Idle staging bytes kept for reuse (default 256 MiB); older idle
+    /// buffers past it are released.
+    pub fn staging_idle_limit(mut self, bytes: u64) -> Self {
+        self.staging_idle_limit = bytes;
+        self
+    }
+
+    /// Which adapter to prefer when several exist.
+    pub fn power_preference(mut self, power: wgpu::PowerPreference) -> Self {
+        self.power = power;
+        self
+    }
+
+    /// Opens the zone.
+    ///
+    /// Errors: [`Error::InvalidBackendEnv`] for a bad [`BACKEND_ENV`];
+    /// [`Error::NoAdapter`] when a GPU is required and none can be opened.
+    pub fn build(self) -> Result<Zone> {
+        let choice = BackendChoice::from_env()?.unwrap_or(self.choice);
+        let backend = match choice {
+            BackendChoice::Cpu => Backend::Cpu(CpuBackend),
+            BackendChoice::Gpu => Backend::Gpu(GpuBackend::open(self.power, &self.label)?),
+            BackendChoice::Auto => match GpuBackend::open(self.power, &self.label) {
+                Ok(g) => Backend::Gpu(g),
+                Err(_) => Backend::Cpu(CpuBackend),
+            },
+        };
+        Ok(self.assemble(backend))
+    }
+
+    fn assemble(self, backend: Backend) -> Zone {
+        let info = match &backend {
+            Backend::Cpu(_) => BackendInfo {
+                kind: BackendKind::Cpu,
+                adapter: "cpu".into(),
+                api: "none".into(),
+                device_type: "host".into(),
+                driver: String::new(),
+                max_buffer_size: isize::MAX as u64,
+                alignment: 256,
+            },
+            Backend::Gpu(g) => BackendInfo {
+                kind: BackendKind::Gpu,
+                adapter: g.info.name.clone(),
+                api: format!("{:?}", g.info.backend),
+                device_type: format!("{:?}", g.info.device_type),
+                driver: format!("{} {}", g.info.driver, g.info.driver_info)
+                    .trim()
+                    .to_string(),
+                max_buffer_size: g.limits.max_buffer_size,
+                alignment: u64::from(g.limits.min_storage_buffer_offset_alignment)
+                    .max(wgpu::MAP_ALIGNMENT),
+            },
+        };
+        let slab_size = self.slab_size.min(info.max_buffer_size);
+        let state = State {
+            device: DevicePool::new(DevicePoolConfig {
+                alignment: info.alignment,
+                slab_size,
+            }),
+            blocks: Vec::new(),
+            upload: StagingPool::new(STAGING_MIN_SIZE, self.staging_idle_limit),
+            upload_bufs: Vec::new(),
+            pending: Vec::new(),
+            readback: StagingPool::new(STAGING_MIN_SIZE, self.staging_idle_limit),
+            readback_bufs: Vec::new(),
+            blocks_made: 0,
+        };
+        Zone {
+            inner: Arc::new(ZoneInner {
+                backend,
+                info,
+                label: self.label,
+                limit: self.limit,
+                counters: Counters::default(),
+                state: Mutex::new(state),
+            }),
+        }
+    }
+}
+
+/// One device's memory: pooled device storage, pooled staging buffers,
+/// residency-tracked tensors and the counters behind [`Zone::stats`].
+///
+/// Cloning a zone is cheap and shares everything; it is `Send + Sync`.
+///
+/// ```
+/// use tensorzone::{Location, Tensor, Zone};
+/// let zone = Zone::new().unwrap(); // a GPU if there is one, else the CPU
+/// let mut t = Tensor::from_slice(&zone, [2, 2], &[1.0f32, 2.0, 3.0, 4.0], Location::Device).unwrap();
+/// assert_eq!(t.to_vec().unwrap(), vec![1.0, 2.0, 3.0, 4.0]);
+/// println!("{}", zone.info());
+/// ```
+#[derive(Clone)]
+pub struct Zone {
+    pub(crate) inner: Arc<ZoneInner>,
+}
+
+pub(crate) struct ZoneInner {
+    pub(crate) backend: Backend,
+    info: BackendInfo,
+    label: String,
+    limit: Option<u64>,
+    pub(crate) counters: Counters,
+    state: Mutex<State>,
+}
+
+struct State {
+    device: DevicePool,
+    blocks: Vec<Option<DeviceBlock>>,
+    upload: StagingPool,
+    upload_bufs: Vec<Option<StagingBlock>>,
+    /// Upload buffers being re-mapped after a copy, with their map flags.
+    pending: Vec<(BlockId, Arc<AtomicU8>)>,
+    readback: StagingPool,
+    readback_bufs: Vec<Option<StagingBlock>>,
+    blocks_made: u64,
+}
+
+fn put<T>(table: &mut Vec<Option<T>>, id: BlockId, value: T) {
+    let i = id.0 as usize;
+    if table.len() <= i {
+        table.resize_with(i + 1, || None);
+    }
+    table[i] = Some(value);
+}
+
+fn take<T>(table: &mut [Option<T>], id: BlockId) -> Option<T> {
+    table.get_mut(id.0 as usize).and_then(Option::take)
+}
+
+/// A device range a tensor holds: its block, where in it, and the pool's
+/// record to give back.
+#[derive(Debug)]
+pub(crate) struct DeviceRange {
+    pub(crate) block: DeviceBlock,
+    pub(crate) offset: u64,
+    pub(crate) alloc: PoolAlloc,
+}
+
+/// A staging buffer taken out of a pool.
+#[derive(Debug)]
+pub(crate) struct Staging {
+    pub(crate) id: BlockId,
+    pub(crate) block: StagingBlock,
+}
+
+impl Zone {
+    /// A zone on the best GPU adapter, or on the CPU when there is none
+    /// (or when [`BACKEND_ENV`] says so).
+    pub fn new() -> Result<Zone> {
+        Zone::builder().build()
+    }
+
+    /// A builder to choose the backend, limits and label.
+    pub fn builder() -> ZoneBuilder {
+        ZoneBuilder::default()
+    }
+
+    /// A zone on the CPU backend, whatever the environment says.
+    pub fn cpu() -> Zone {
+        ZoneBuilder::default().assemble(Backend::Cpu(CpuBackend))
+    }
+
+    /// What the zone runs on.
+    pub fn info(&self) -> &BackendInfo {
+        &self.inner.info
+    }
+
+    /// GPU or CPU.
+    pub fn backend(&self) -> BackendKind {
+        self.inner.info.kind
+    }
+
+    /// The zone's label.
+    pub fn label(&self) -> &str {
+        &self.inner.label
+    }
+
+    /// The wgpu device, for building your own pipelines over tensor
+    /// bindings; `None` on the CPU backend.
+    pub fn wgpu_device(&self) -> Option<&wgpu::Device> {
+        match &self.inner.backend {
+            Backend::Gpu(g) => Some(&g.device),
+            Backend::Cpu(_) => None,
+        }
+    }
+
+    /// The wgpu queue; `None` on the CPU backend.
+    pub fn wgpu_queue(&self) -> Option<&wgpu::Queue> {
+        match &self.inner.backend {
+            Backend::Gpu(g) => Some(&g.queue),
+            Backend::Cpu(_) => None,
+        }
+    }
+
+    /// Whether two handles are the same zone.
+    pub fn same_zone(&self, other: &Zone) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
+
+    /// Waits until all GPU work submitted so far has finished.
+    pub fn synchronize(&self) -> Result<()> {
+        match &self.inner.backend {
+            Backend::Gpu(g) => {
+                g.check_alive()?;
+                g.wait_idle()
+            }
+            Backend::Cpu(_) => Ok(()),
+        }
+    }
+
+    /// A snapshot of memory and traffic.
+    ///
+    /// ```
+    /// use tensorzone::{Location, Tensor, Zone};
+    /// let zone = Zone::cpu();
+    /// let t = Tensor::<u32>::zeros(&zone, [1024], Location::Device).unwrap();
+    /// let s = zone.stats();
+    /// assert_eq!(s.tensors_live, 1);
+    /// assert_eq!(s.device_live_bytes, 4096);
+    /// drop(t);
+    /// assert_eq!(zone.stats().device_live_bytes, 0);
+    /// ```
+    pub fn stats(&self) -> ZoneStats {
+        let c = &self.inner.counters;
+        let (h2d, d2h, d2d) = c.transfers();
+        let created = c.tensors_created.load(Ordering::Relaxed);
+        let dropped = c.tensors_dropped.load(Ordering::Relaxed);
+        let st = self.lock();
+        let dev = st.device.stats();
+        let up = st.upload.stats();
+        let down = st.readback.stats();
+        ZoneStats {
+            tensors_live: created - dropped,
+            tensors_created: created,
+            host_live_bytes: c.host_bytes_live.load(Ordering::Relaxed),
+            device_live_bytes: dev.live_bytes,
+            device_reserved_bytes: dev.reserved_bytes,
+            device_cached_bytes: dev.cached_bytes,
+            device_slabs: dev.slabs,
+            device_dedicated_blocks: dev.dedicated_blocks,
+            device_allocations: dev.allocations,
+            device_frees: dev.frees,
+            pool_hits: dev.hits,
+            pool_misses: dev.misses,
+            device_blocks_created: c.device_blocks_created.load(Ordering::Relaxed)
+                + match &self.inner.backend {
+                    Backend::Gpu(g) => g.scratch_created.load(Ordering::Relaxed),
+                    Backend::Cpu(_) => 0,
+                },
+            staging_buffers_created: c.staging_buffers_created.load(Ordering::Relaxed),
+            staging_reserved_bytes: up.reserved_bytes + down.reserved_bytes,
+            staging_in_use_bytes: up.in_use_bytes + down.in_use_bytes,
+            host_to_device: h2d,
+            device_to_host: d2h,
+            device_to_device: d2d,
+        }
+    }
+
+    /// Releases cached memory: device blocks no tensor uses and idle
+    /// staging buffers. Returns the device and staging bytes released.
+    pub fn trim(&self) -> u64 {
+        let mut st = self.lock();
+        self.sweep_pending(&mut st);
+        let before = st.device.stats().reserved_bytes
+            + st.upload.stats().reserved_bytes
+            + st.readback.stats().reserved_bytes;
+        for id in st.device.trim() {
+            take(&mut st.blocks, id);
+        }
+        for id in st.upload.trim() {
+            take(&mut st.upload_bufs, id);
+        }
+        for id in st.readback.trim() {
+            take(&mut st.readback_bufs, id);
+        }
+        let after = st.device.stats().reserved_bytes
+            + st.upload.stats().reserved_bytes
+            + st.readback.stats().reserved_bytes;
+        before - after
+    }
+
+    /// Largest device request the pool can serve now without a new block.
+    pub fn largest_free_range(&self) -> u64 {
+        self.lock().device.largest_free()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // Pool state is updated in single steps that cannot be torn by a
+        // panic elsewhere, so a poisoned lock still holds consistent data.
+        self.inner.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn counters(&self) -> &Counters {
+        &self.inner.counters
+    }
+
+    /// Checks a byte count against what one device buffer can hold.
+    pub(crate) fn check_fits(&self, bytes: u64) -> Result<()> {
+        let max = self.inner.info.max_buffer_size;
+        if bytes > max {
+            return Err(Error::TooLarge { bytes, max });
+        }
+        Ok(())
+    }
+
+    /// A device range of at least `bytes` (contents unspecified: a previous
+    /// tensor's bytes; callers overwrite or clear before exposing them).
+    pub(crate) fn alloc_device(&self, bytes: u64) -> Result<DeviceRange> {
+        self.check_fits(bytes)?;
+        self.inner.backend.check_alive()?;
+        let mut st = self.lock();
+        if let Some(alloc) = st.device.try_alloc(bytes) {
+            return Ok(self.range_of(&st, alloc));
+        }
+        let plan = st.device.plan(bytes);
+        if let Some(limit) = self.inner.limit {
+            if st.device.stats().reserved_bytes + plan.size > limit {
+                self.release_cached_device(&mut st);
+                if let Some(alloc) = st.device.try_alloc(bytes) {
+                    return Ok(self.range_of(&st, alloc));
+                }
+                let reserved = st.device.stats().reserved_bytes;
+                if reserved + plan.size > limit {
+                    return Err(self.oom(&st, plan.size, "the zone's device memory limit".into()));
+                }
+            }
+        }
+        st.blocks_made += 1;
+        let label = format!(
+            "{} {} {} (device)",
+            self.inner.label,
+            if plan.dedicated { "block" } else { "slab" },
+            st.blocks_made
+        );
+        let block = match self.inner.backend.create_block(plan.size, &label) {
+            Ok(b) => b,
+            Err(CreateError::OutOfMemory(_)) => {
+                // The driver is full: give back what we cache and try once more.
+                self.release_cached_device(&mut st);
+                match self.inner.backend.create_block(plan.size, &label) {
+                    Ok(b) => b,
+                    Err(CreateError::OutOfMemory(detail)) => {
+                        return Err(self.oom(&st, plan.size, detail))
+                    }
+                    Err(CreateError::Other(e)) => return Err(e),
+                }
+            }
+            Err(CreateError::Other(e)) => return Err(e),
+        };
+        self.inner
+            .counters
+            .device_blocks_created
+            .fetch_add(1, Ordering::Relaxed);
+        let (id, alloc) = st.device.add_block(plan, bytes);
+        put(&mut st.blocks, id, block);
+        Ok(self.range_of(&st, alloc))
+    }
+
+    fn release_cached_device(&self, st: &mut State) {
+        for id in st.device.trim() {
+            take(&mut st.blocks, id);
+        }
+    }
+
+    fn oom(&self, st: &State, requested: u64, detail: String) -> Error {
+        let s = st.device.stats();
+        Error::OutOfMemory {
+            requested,
+            reserved: s.reserved_bytes,
+            live: s.live_bytes,
+            limit: self.inner.limit,
+            detail,
+        }
+    }
+
+    fn range_of(&self, st: &State, alloc: PoolAlloc) -> DeviceRange {
+        let block = st.blocks[alloc.block.0 as usize]
+            .clone()
+            .unwrap_or_else(|| unreachable_block(alloc.block));
+        DeviceRange {
+            block,
+            offset: alloc.offset,
+            alloc,
+        }
+    }
+
+    /// Gives a range back to the pool.
+    pub(crate) fn free_device(&self, range: DeviceRange) {
+        let DeviceRange { block, alloc, .. } = range;
+        drop(block);
+        self.lock().device.free(alloc);
+    }
+
+    /// Moves pending upload buffers whose re-mapping finished back to idle.
+    fn sweep_pending(&self, st: &mut State) {
+        let mut i = 0;
+        while i < st.pending.len() {
+            let state = st.pending[i].1.load(Ordering::Acquire);
+            if state == MAP_READY || state == MAP_FAILED {
+                let (id, _) = st.pending.swap_remove(i);
+                if state == MAP_READY {
+                    for gone in st.upload.release(id) {
+                        take(&mut st.upload_bufs, gone);
+                    }
+                } else {
+                    st.upload.remove(id);
+                    take(&mut st.upload_bufs, id);
+                }
+            } else {
+                i += 1;
+            }
+        }
+    }
+
+    /// An upload staging buffer of at least `bytes`, mapped for writing.
+    pub(crate) fn acquire_upload(&self, bytes: u64) -> Result<Staging> {
+        self.inner.backend.check_alive()?;
+        let mut st = self.lock();
+        self.sweep_pending(&mut st);
+        let mut hit = st.upload.acquire(bytes);
+        if hit.is_none() && !st.pending.is_empty() {
+            if let Backend::Gpu(g) = &self.inner.backend {
+                g.poll();
+                self.sweep_pending(&mut st);
+                hit = st.upload.acquire(bytes);
+            }
+        }
+        if let Some((id, _)) = hit {
+            if let Some(block) = take(&mut st.upload_bufs, id) {
+                return Ok(Staging { id, block });
+            }
+            st.upload.remove(id);
+        }
+        let size = st.upload.plan(bytes);
+        let label = format!("{} staging upload", self.inner.label);
+        let block = self
+            .inner
+            .backend
+            .create_upload(size, &label)
+            .map_err(|e| self.staging_error(&st, size, e))?;
+        self.count_staging_created();
+        let id = st.upload.add(size);
+        Ok(Staging { id, block })
+    }
+
+    /// A readback staging buffer of at least `bytes`.
+    pub(crate) fn acquire_readback(&self, bytes: u64) -> Result<Staging> {
+        self.inner.backend.check_alive()?;
+        let mut st = self.lock();
+        if let Some((id, _)) = st.readback.acquire(bytes) {
+            if let Some(block) = take(&mut st.readback_bufs, id) {
+                return Ok(Staging { id, block });
+            }
+            st.readback.remove(id);
+        }
+        let size = st.readback.plan(bytes);
+        let label = format!("{} staging readback", self.inner.label);
+        let block = self
+            .inner
+            .backend
+            .create_readback(size, &label)
+            .map_err(|e| self.staging_error(&st, size, e))?;
+        self.count_staging_created();
+        let id = st.readback.add(size);
+        Ok(Staging { id, block })
+    }
+
+    fn count_staging_created(&self) {
+        self.inner
+            .counters
+            .staging_buffers_created
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn staging_error(&self, st: &State, size: u64, e: CreateError) -> Error {
+        match e {
+            CreateError::OutOfMemory(detail) => {
+                self.oom(st, size, format!("staging buffer: {detail}"))
+            }
+            CreateError::Other(e) => e,
+        }
+    }
+
+    /// Returns an upload buffer that is still mapped (an unused pinned buffer).
+    pub(crate) fn release_upload(&self, staging: Staging) {
+        let mut st = self.lock();
+        put(&mut st.upload_bufs, staging.id, staging.block);
+        for gone in st.upload.release(staging.id) {
+            take(&mut st.upload_bufs, gone);
+        }
+    }
+
+    /// Returns an upload buffer whose re-mapping is under way.
+    fn release_upload_pending(&self, staging: Staging, flag: Arc<AtomicU8>) {
+        let mut st = self.lock();
+        put(&mut st.upload_bufs, staging.id, staging.block);
+        st.pending.push((staging.id, flag));
+    }
+
+    /// Returns a readback buffer (unmapped).
+    fn release_readback(&self, staging: Staging) {
+        let mut st = self.lock();
+        put(&mut st.readback_bufs, staging.id, staging.block);
+        for gone in st.readback.release(staging.id) {
+            take(&mut st.readback_bufs, gone);
+        }
+    }
+
+    /// Copies `data` into a device range: straight into the block on the
+    /// CPU, through a pooled upload buffer on the GPU. Counted.
+    pub(crate) fn upload(&self, dst: &DeviceRange, data: &[u8]) -> Result<()> {
+        match &dst.block {
+            DeviceBlock::Cpu(b) => b.write(dst.offset, data),
+            DeviceBlock::Gpu(_) => {
+                let staging = self.acquire_upload(data.len() as u64)?;
+                let written = match &staging.block {
+                    StagingBlock::Gpu(buf) => GpuBackend::write_mapped(buf, 0, data),
+                    StagingBlock::Cpu(_) => Err(Error::ZoneMismatch),
+                };
+                if let Err(e) = written {
+                    self.release_upload(staging);
+                    return Err(e);
+                }
+                return self.upload_staging(staging, dst, data.len() as u64);
+            }
+        }
+        self.inner.counters.h2d.add(data.len() as u64);
+        Ok(())
+    }
+
+    /// Copies the first `len` bytes of an upload buffer into a device range
+    /// and gives the buffer back to the pool. Counted.
+    pub(crate) fn upload_staging(
+        &self,
+        staging: Staging,
+        dst: &DeviceRange,
+        len: u64,
+    ) -> Result<()> {
+        let result = match (&self.inner.backend, &staging.block, &dst.block) {
+            (Backend::Gpu(g), StagingBlock::Gpu(src), DeviceBlock::Gpu(d)) => {
+                let copy = crate::backend::copy_len(len);
+                match g.upload_from_staging(src, d, dst.offset, copy) {
+                    Ok(flag) => {
+                        self.release_upload_pending(staging, flag);
+                        self.inner.counters.h2d.add(len);
+                        return Ok(());
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+            (Backend::Cpu(_), StagingBlock::Cpu(src), DeviceBlock::Cpu(d)) => {
+                d.write(dst.offset, &src[..len as usize]);
+                self.inner.counters.h2d.add(len);
+                Ok(())
+            }
+            _ => Err(Error::ZoneMismatch),
+        };
+        // The GPU path re-maps before releasing; here the buffer is still
+        // mapped (CPU) or its copy failed before unmapping mattered.
+        match (&self.inner.backend, result) {
+            (Backend::Gpu(_), Err(e)) => {
+                self.lock().upload.remove(staging.id);
+                Err(e)
+            }
+            (_, r) => {
+                self.release_upload(staging);
+                r
+            }
+        }
+    }
+
+    /// Copies a device range into `out`. Counted.
+    pub(crate) fn download(&self, src: &DeviceRange, out: &mut [u8]) -> Result<()> {
+        match (&self.inner.backend, &src.block) {
+            (Backend::Cpu(_), DeviceBlock::Cpu(b)) => b.read(src.offset, out),
+            (Backend::Gpu(g), DeviceBlock::Gpu(buf)) => {
+                let staging = self.acquire_readback(out.len() as u64)?;
+                let result = match &staging.block {
+                    StagingBlock::Gpu(s) => g.download(buf, src.offset, s, out),
+                    StagingBlock::Cpu(_) => Err(Error::ZoneMismatch),
+                };
+                self.release_readback(staging);
+                result?;
+            }
+            _ => return Err(Error::ZoneMismatch),
+        }
+        self.inner.counters.d2h.add(out.len() as u64);
+        Ok(())
+    }
+
+    /// Copies `len` bytes between two device ranges. Counted.
+    pub(crate) fn copy_device(&self, src: &DeviceRange, dst: &DeviceRange, len: u64) -> Result<()> {
+        self.inner.backend.check_alive()?;
+        let copy = match &src.block {
+            DeviceBlock::Gpu(_) => crate::backend::copy_len(len),
+            DeviceBlock::Cpu(_) => len,
+        };
+        self.inner
+            .backend
+            .copy_device(&src.block, src.offset, &dst.block, dst.offset, copy)?;
+        self.inner.counters.d2d.add(len);
+        Ok(())
+    }
+
+    /// Zero-fills the first `len` bytes of a device range.
+    pub(crate) fn clear_device(&self, range: &DeviceRange, len: u64) -> Result<()> {
+        self.inner.backend.check_alive()?;
+        let len = match &range.block {
+            DeviceBlock::Gpu(_) => crate::backend::copy_len(len),
+            DeviceBlock::Cpu(_) => len,
+        };
+        self.inner.backend.clear(&range.block, range.offset, len)
+    }
+}
+
+#[cold]
+fn unreachable_block(id: BlockId) -> DeviceBlock {
+    // The pool only hands out ranges of blocks registered in the table; a
+    // missing entry is a bug in this crate, not a user error.
+    panic!("tensorzone: pool handed out a range of unregistered block {id:?}")
+}
+
+impl fmt::Debug for Zone {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Zone")
+            .field("label", &self.inner.label)
+            .field("backend", &self.inner.info)
+            .finish_non_exhaustive()
+    }
+}
