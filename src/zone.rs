@@ -16,6 +16,9 @@ pub const BACKEND_ENV: &str = "TENSORZONE_BACKEND";
 const DEFAULT_SLAB_SIZE: u64 = 32 << 20;
 const DEFAULT_STAGING_IDLE_LIMIT: u64 = 256 << 20;
 const STAGING_MIN_SIZE: u64 = 64 << 10;
+/// Idle staging buffers not reused within this many acquisitions are
+/// released, so a burst of large transfers does not pin memory forever.
+const STAGING_IDLE_EPOCHS: u64 = 1024;
 
 /// Which backend a zone should use.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Default)]
@@ -363,7 +366,9 @@ impl Zone {
         match &self.inner.backend {
             Backend::Gpu(g) => {
                 g.check_alive()?;
-                g.wait_idle()
+                g.wait_idle()?;
+                self.sweep_pending(&mut self.lock());
+                Ok(())
             }
             Backend::Cpu(_) => Ok(()),
         }
@@ -386,7 +391,8 @@ impl Zone {
         let (h2d, d2h, d2d) = c.transfers();
         let created = c.tensors_created.load(Ordering::Relaxed);
         let dropped = c.tensors_dropped.load(Ordering::Relaxed);
-        let st = self.lock();
+        let mut st = self.lock();
+        self.sweep_pending(&mut st);
         let dev = st.device.stats();
         let up = st.upload.stats();
         let down = st.readback.stats();
@@ -578,6 +584,9 @@ impl Zone {
         self.inner.backend.check_alive()?;
         let mut st = self.lock();
         self.sweep_pending(&mut st);
+        for id in st.upload.trim_unused(STAGING_IDLE_EPOCHS) {
+            take(&mut st.upload_bufs, id);
+        }
         let mut hit = st.upload.acquire(bytes);
         if hit.is_none() && !st.pending.is_empty() {
             if let Backend::Gpu(g) = &self.inner.backend {
@@ -608,6 +617,9 @@ impl Zone {
     pub(crate) fn acquire_readback(&self, bytes: u64) -> Result<Staging> {
         self.inner.backend.check_alive()?;
         let mut st = self.lock();
+        for id in st.readback.trim_unused(STAGING_IDLE_EPOCHS) {
+            take(&mut st.readback_bufs, id);
+        }
         if let Some((id, _)) = st.readback.acquire(bytes) {
             if let Some(block) = take(&mut st.readback_bufs, id) {
                 return Ok(Staging { id, block });

@@ -237,6 +237,7 @@ impl DevicePool {
     }
 
     /// Offset alignment every range honours, after rounding the configured one.
+    #[cfg(test)]
     pub(crate) fn alignment(&self) -> u64 {
         self.align
     }

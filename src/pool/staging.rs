@@ -262,6 +262,7 @@ impl StagingPool {
         self.stats
     }
 
+    #[cfg(test)]
     /// Size of a registered buffer, in use or idle.
     pub(crate) fn size_of(&self, id: BlockId) -> Option<u64> {
         self.buffers
