@@ -75,12 +75,17 @@ pub struct BackendInfo {
     pub max_buffer_size: u64,
     /// Offset alignment of every device range the zone hands out.
     pub alignment: u64,
+    /// Why an `auto` zone fell back to the CPU, when it did.
+    pub fallback_reason: Option<String>,
 }
 
 impl fmt::Display for BackendInfo {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.kind {
-            BackendKind::Cpu => write!(f, "cpu (no GPU adapter in use)"),
+            BackendKind::Cpu => match &self.fallback_reason {
+                Some(reason) => write!(f, "cpu (fallback: {reason})"),
+                None => write!(f, "cpu"),
+            },
             BackendKind::Gpu => write!(
                 f,
                 "gpu: {} ({}, {}{})",
@@ -179,18 +184,22 @@ impl ZoneBuilder {
     /// [`Error::NoAdapter`] when a GPU is required and none can be opened.
     pub fn build(self) -> Result<Zone> {
         let choice = BackendChoice::from_env()?.unwrap_or(self.choice);
+        let mut fallback = None;
         let backend = match choice {
             BackendChoice::Cpu => Backend::Cpu(CpuBackend),
             BackendChoice::Gpu => Backend::Gpu(GpuBackend::open(self.power, &self.label)?),
             BackendChoice::Auto => match GpuBackend::open(self.power, &self.label) {
                 Ok(g) => Backend::Gpu(g),
-                Err(_) => Backend::Cpu(CpuBackend),
+                Err(e) => {
+                    fallback = Some(e.to_string());
+                    Backend::Cpu(CpuBackend)
+                }
             },
         };
-        Ok(self.assemble(backend))
+        Ok(self.assemble(backend, fallback))
     }
 
-    fn assemble(self, backend: Backend) -> Zone {
+    fn assemble(self, backend: Backend, fallback_reason: Option<String>) -> Zone {
         let info = match &backend {
             Backend::Cpu(_) => BackendInfo {
                 kind: BackendKind::Cpu,
@@ -200,6 +209,7 @@ impl ZoneBuilder {
                 driver: String::new(),
                 max_buffer_size: isize::MAX as u64,
                 alignment: 256,
+                fallback_reason,
             },
             Backend::Gpu(g) => BackendInfo {
                 kind: BackendKind::Gpu,
@@ -212,6 +222,7 @@ impl ZoneBuilder {
                 max_buffer_size: g.limits.max_buffer_size,
                 alignment: u64::from(g.limits.min_storage_buffer_offset_alignment)
                     .max(wgpu::MAP_ALIGNMENT),
+                fallback_reason: None,
             },
         };
         let slab_size = self.slab_size.min(info.max_buffer_size);
@@ -321,7 +332,7 @@ impl Zone {
 
     /// A zone on the CPU backend, whatever the environment says.
     pub fn cpu() -> Zone {
-        ZoneBuilder::default().assemble(Backend::Cpu(CpuBackend))
+        ZoneBuilder::default().assemble(Backend::Cpu(CpuBackend), None)
     }
 
     /// What the zone runs on.

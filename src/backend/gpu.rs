@@ -1,6 +1,6 @@
 //! GPU backend: wgpu device, queue and the few commands the zone needs.
 
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 
 use super::CreateError;
@@ -23,13 +23,21 @@ pub(crate) const MAP_PENDING: u8 = 0;
 pub(crate) const MAP_READY: u8 = 1;
 pub(crate) const MAP_FAILED: u8 = 2;
 
+/// Set by wgpu's device-lost callback. The flag keeps the check on every
+/// device call to one atomic load; the reason is read only once lost.
+#[derive(Default)]
+struct LostState {
+    lost: AtomicBool,
+    reason: Mutex<String>,
+}
+
 /// The wgpu objects of a GPU zone.
 pub(crate) struct GpuBackend {
     pub(crate) device: wgpu::Device,
     pub(crate) queue: wgpu::Queue,
     pub(crate) info: wgpu::AdapterInfo,
     pub(crate) limits: wgpu::Limits,
-    lost: Arc<Mutex<Option<String>>>,
+    lost: Arc<LostState>,
     /// wgpu refuses copies within one buffer, and tensors share slabs: such
     /// copies go through this buffer, grown on demand.
     scratch: Mutex<Option<wgpu::Buffer>>,
@@ -68,12 +76,13 @@ impl GpuBackend {
         .map_err(|e| Error::NoAdapter {
             reason: format!("{} ({:?}): {e}", info.name, info.backend),
         })?;
-        let lost = Arc::new(Mutex::new(None));
+        let lost = Arc::new(LostState::default());
         let flag = Arc::clone(&lost);
         device.set_device_lost_callback(move |reason, message| {
-            if let Ok(mut l) = flag.lock() {
-                *l = Some(format!("{reason:?}: {message}"));
+            if let Ok(mut r) = flag.reason.lock() {
+                *r = format!("{reason:?}: {message}");
             }
+            flag.lost.store(true, Ordering::Release);
         });
         // wgpu's default handler panics; a library must not, so errors that
         // escape our error scopes (a caller's kernel, say) are reported here.
@@ -89,14 +98,16 @@ impl GpuBackend {
         })
     }
 
+    #[inline]
     pub(crate) fn check_alive(&self) -> Result<()> {
-        match self.lost.lock().map(|l| l.clone()) {
-            Ok(None) => Ok(()),
-            Ok(Some(reason)) => Err(Error::DeviceLost { reason }),
-            Err(_) => Err(Error::DeviceLost {
-                reason: "device-lost state poisoned".into(),
-            }),
+        if !self.lost.lost.load(Ordering::Acquire) {
+            return Ok(());
         }
+        let reason = match self.lost.reason.lock() {
+            Ok(r) => r.clone(),
+            Err(p) => p.into_inner().clone(),
+        };
+        Err(Error::DeviceLost { reason })
     }
 
     /// Creates a buffer inside error scopes, so an out-of-memory or invalid
