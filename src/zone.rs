@@ -378,6 +378,10 @@ impl Zone {
             Backend::Gpu(g) => {
                 g.check_alive()?;
                 g.wait_idle()?;
+                g.check_alive()?;
+                // Map callbacks of buffers re-mapped after the last submit
+                // may fire on the next poll rather than inside the wait.
+                g.poll();
                 self.sweep_pending(&mut self.lock());
                 Ok(())
             }
@@ -592,7 +596,7 @@ impl Zone {
 
     /// An upload staging buffer of at least `bytes`, mapped for writing.
     pub(crate) fn acquire_upload(&self, bytes: u64) -> Result<Staging> {
-        self.inner.backend.check_alive()?;
+        self.inner.backend.check_alive_polled()?;
         let mut st = self.lock();
         self.sweep_pending(&mut st);
         for id in st.upload.trim_unused(STAGING_IDLE_EPOCHS) {
@@ -626,7 +630,7 @@ impl Zone {
 
     /// A readback staging buffer of at least `bytes`.
     pub(crate) fn acquire_readback(&self, bytes: u64) -> Result<Staging> {
-        self.inner.backend.check_alive()?;
+        self.inner.backend.check_alive_polled()?;
         let mut st = self.lock();
         for id in st.readback.trim_unused(STAGING_IDLE_EPOCHS) {
             take(&mut st.readback_bufs, id);
@@ -703,7 +707,7 @@ impl Zone {
                 };
                 if let Err(e) = written {
                     self.release_upload(staging);
-                    return Err(e);
+                    return Err(self.lost_or(e));
                 }
                 return self.upload_staging(staging, dst, data.len() as u64);
             }
@@ -744,7 +748,7 @@ impl Zone {
         match (&self.inner.backend, result) {
             (Backend::Gpu(_), Err(e)) => {
                 self.lock().upload.remove(staging.id);
-                Err(e)
+                Err(self.lost_or(e))
             }
             (_, r) => {
                 self.release_upload(staging);
@@ -764,12 +768,24 @@ impl Zone {
                     StagingBlock::Cpu(_) => Err(Error::ZoneMismatch),
                 };
                 self.release_readback(staging);
-                result?;
+                result.map_err(|e| self.lost_or(e))?;
             }
             _ => return Err(Error::ZoneMismatch),
         }
         self.inner.counters.d2h.add(out.len() as u64);
         Ok(())
+    }
+
+    /// A failed GPU call after a device loss is a `DeviceLost`, whatever
+    /// wgpu's own message said (a destroyed buffer, a failed map).
+    fn lost_or(&self, e: Error) -> Error {
+        match &self.inner.backend {
+            Backend::Gpu(g) => match g.check_alive_waited() {
+                Err(lost) => lost,
+                Ok(()) => e,
+            },
+            Backend::Cpu(_) => e,
+        }
     }
 
     /// Copies `len` bytes between two device ranges. Counted.

@@ -110,6 +110,22 @@ impl GpuBackend {
         Err(Error::DeviceLost { reason })
     }
 
+    /// Like `check_alive`, after letting wgpu run its callbacks: wgpu reports
+    /// a loss (even `Device::destroy`) only when the device is polled, so
+    /// the paths that are not per-allocation hot poll first.
+    pub(crate) fn check_alive_polled(&self) -> Result<()> {
+        self.poll();
+        self.check_alive()
+    }
+
+    /// Like `check_alive`, after waiting for the queue to drain: wgpu fires
+    /// the device-lost callback of a destroyed device only once its queue
+    /// is empty. For error paths, where the wait costs nothing that matters.
+    pub(crate) fn check_alive_waited(&self) -> Result<()> {
+        let _ = self.device.poll(wgpu::PollType::wait_indefinitely());
+        self.check_alive()
+    }
+
     /// Creates a buffer inside error scopes, so an out-of-memory or invalid
     /// request comes back as a value instead of wgpu's uncaptured-error path.
     pub(crate) fn create_buffer(
@@ -119,7 +135,7 @@ impl GpuBackend {
         label: &str,
         mapped: bool,
     ) -> Result<wgpu::Buffer, CreateError> {
-        self.check_alive().map_err(CreateError::Other)?;
+        self.check_alive_polled().map_err(CreateError::Other)?;
         let oom = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
         let invalid = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let buffer = self.device.create_buffer(&wgpu::BufferDescriptor {
@@ -162,7 +178,7 @@ impl GpuBackend {
         dst_offset: u64,
         len: u64,
     ) -> Result<()> {
-        self.check_alive()?;
+        self.check_alive_polled()?;
         let mut enc = self.encoder();
         if src != dst {
             enc.copy_buffer_to_buffer(src, src_offset, dst, dst_offset, Some(len));
@@ -199,7 +215,7 @@ impl GpuBackend {
     }
 
     pub(crate) fn clear(&self, buffer: &wgpu::Buffer, offset: u64, len: u64) -> Result<()> {
-        self.check_alive()?;
+        self.check_alive_polled()?;
         let mut enc = self.encoder();
         enc.clear_buffer(buffer, offset, Some(len));
         self.submit(enc).map(|_| ())

@@ -43,6 +43,14 @@ impl Backend {
         }
     }
 
+    /// `check_alive` after polling the device, for paths that are not hot.
+    pub(crate) fn check_alive_polled(&self) -> Result<()> {
+        match self {
+            Backend::Gpu(g) => g.check_alive_polled(),
+            Backend::Cpu(_) => Ok(()),
+        }
+    }
+
     /// A new device block of `size` bytes, zero-filled on first use.
     pub(crate) fn create_block(&self, size: u64, label: &str) -> Result<DeviceBlock, CreateError> {
         match self {

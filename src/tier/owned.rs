@@ -43,8 +43,15 @@ pub struct Tensor<T: Element> {
 }
 
 /// Turns a shape-like value into a checked shape and byte count for `T`.
-fn checked<T: Element>(shape: impl IntoShape) -> Result<(Shape, u64)> {
-    let shape = shape.into_shape()?;
+pub(crate) fn checked<T: Element>(shape: impl IntoShape) -> Result<(Shape, u64)> {
+    let shape = shape.into_shape().map_err(|e| match e {
+        // `Shape::new` cannot know the element type; name it here.
+        Error::ShapeOverflow { dims, .. } => Error::ShapeOverflow {
+            dims,
+            dtype: T::DTYPE,
+        },
+        e => e,
+    })?;
     let bytes = shape.byte_len(T::DTYPE)?;
     Ok((shape, bytes))
 }
@@ -191,11 +198,10 @@ impl<T: Element> Tensor<T> {
         S: Data<Elem = T>,
         D: Dimension,
     {
-        let shape = Shape::new(array.shape())?;
+        let (shape, bytes) = checked::<T>(array.shape())?;
         match array.as_slice() {
             Some(contiguous) => Tensor::from_slice(zone, shape, contiguous, loc),
             None => {
-                let bytes = shape.byte_len(T::DTYPE)?;
                 let mut v = host_vec(0, T::zeroed())?;
                 v.try_reserve_exact(shape.numel())
                     .map_err(|e| Error::OutOfMemory {

@@ -42,8 +42,7 @@ impl Zone {
     /// Errors: [`Error::EmptyShape`] for `len == 0`,
     /// [`Error::ShapeOverflow`], [`Error::TooLarge`].
     pub fn pinned<T: Element>(&self, len: usize) -> Result<PinnedBuffer<T>> {
-        let shape = crate::Shape::vector(len)?;
-        let bytes = shape.byte_len(T::DTYPE)?;
+        let (_, bytes) = crate::tier::owned::checked::<T>(len)?;
         self.check_fits(bytes)?;
         let staging = self.acquire_upload(bytes)?;
         Ok(PinnedBuffer {
