@@ -238,6 +238,8 @@ impl ZoneBuilder {
             readback: StagingPool::new(STAGING_MIN_SIZE, self.staging_idle_limit),
             readback_bufs: Vec::new(),
             blocks_made: 0,
+            tensors_created: 0,
+            tensors_dropped: 0,
         };
         Zone {
             inner: Arc::new(ZoneInner {
@@ -288,6 +290,12 @@ struct State {
     readback: StagingPool,
     readback_bufs: Vec<Option<StagingBlock>>,
     blocks_made: u64,
+    /// Tensors created and dropped through `alloc_device`/`free_device`:
+    /// counted here, under the lock those calls take anyway, instead of
+    /// with two more atomics on the allocation hot path. Other tensors are
+    /// counted in `Counters`; `stats` adds both.
+    tensors_created: u64,
+    tensors_dropped: u64,
 }
 
 fn put<T>(table: &mut Vec<Option<T>>, id: BlockId, value: T) {
@@ -302,13 +310,19 @@ fn take<T>(table: &mut [Option<T>], id: BlockId) -> Option<T> {
     table.get_mut(id.0 as usize).and_then(Option::take)
 }
 
-/// A device range a tensor holds: its block, where in it, and the pool's
-/// record to give back.
+/// A device range a tensor holds: the pool's record (block id, offset,
+/// reserved size). It holds no handle to the block itself, so taking and
+/// returning a range touches no reference count; transfers look the block
+/// up when they run.
 #[derive(Debug)]
 pub(crate) struct DeviceRange {
-    pub(crate) block: DeviceBlock,
-    pub(crate) offset: u64,
-    pub(crate) alloc: PoolAlloc,
+    alloc: PoolAlloc,
+}
+
+impl DeviceRange {
+    pub(crate) fn offset(&self) -> u64 {
+        self.alloc.offset
+    }
 }
 
 /// A staging buffer taken out of a pool.
@@ -404,10 +418,10 @@ impl Zone {
     pub fn stats(&self) -> ZoneStats {
         let c = &self.inner.counters;
         let (h2d, d2h, d2d) = c.transfers();
-        let created = c.tensors_created.load(Ordering::Relaxed);
-        let dropped = c.tensors_dropped.load(Ordering::Relaxed);
         let mut st = self.lock();
         self.sweep_pending(&mut st);
+        let created = c.tensors_created.load(Ordering::Relaxed) + st.tensors_created;
+        let dropped = c.tensors_dropped.load(Ordering::Relaxed) + st.tensors_dropped;
         let dev = st.device.stats();
         let up = st.upload.stats();
         let down = st.readback.stats();
@@ -487,23 +501,34 @@ impl Zone {
 
     /// A device range of at least `bytes` (contents unspecified: a previous
     /// tensor's bytes; callers overwrite or clear before exposing them).
-    pub(crate) fn alloc_device(&self, bytes: u64) -> Result<DeviceRange> {
-        self.check_fits(bytes)?;
+    /// `new_tensor` counts a tensor created along with it. The caller has
+    /// checked `bytes` with `check_fits`.
+    pub(crate) fn alloc_device(&self, bytes: u64, new_tensor: bool) -> Result<DeviceRange> {
         self.inner.backend.check_alive()?;
         let mut st = self.lock();
         if let Some(alloc) = st.device.try_alloc(bytes) {
-            return Ok(self.range_of(&st, alloc));
+            st.tensors_created += u64::from(new_tensor);
+            return Ok(DeviceRange { alloc });
         }
+        let range = self.alloc_device_slow(&mut st, bytes)?;
+        st.tensors_created += u64::from(new_tensor);
+        Ok(range)
+    }
+
+    /// The miss path: a new block, within the zone's limit.
+    #[cold]
+    fn alloc_device_slow(&self, st: &mut State, bytes: u64) -> Result<DeviceRange> {
+        self.check_fits(bytes)?;
         let plan = st.device.plan(bytes);
         if let Some(limit) = self.inner.limit {
             if st.device.stats().reserved_bytes + plan.size > limit {
-                self.release_cached_device(&mut st);
+                self.release_cached_device(st);
                 if let Some(alloc) = st.device.try_alloc(bytes) {
-                    return Ok(self.range_of(&st, alloc));
+                    return Ok(DeviceRange { alloc });
                 }
                 let reserved = st.device.stats().reserved_bytes;
                 if reserved + plan.size > limit {
-                    return Err(self.oom(&st, plan.size, "the zone's device memory limit".into()));
+                    return Err(self.oom(st, plan.size, "the zone's device memory limit".into()));
                 }
             }
         }
@@ -518,11 +543,11 @@ impl Zone {
             Ok(b) => b,
             Err(CreateError::OutOfMemory(_)) => {
                 // The driver is full: give back what we cache and try once more.
-                self.release_cached_device(&mut st);
+                self.release_cached_device(st);
                 match self.inner.backend.create_block(plan.size, &label) {
                     Ok(b) => b,
                     Err(CreateError::OutOfMemory(detail)) => {
-                        return Err(self.oom(&st, plan.size, detail))
+                        return Err(self.oom(st, plan.size, detail))
                     }
                     Err(CreateError::Other(e)) => return Err(e),
                 }
@@ -535,7 +560,7 @@ impl Zone {
             .fetch_add(1, Ordering::Relaxed);
         let (id, alloc) = st.device.add_block(plan, bytes);
         put(&mut st.blocks, id, block);
-        Ok(self.range_of(&st, alloc))
+        Ok(DeviceRange { alloc })
     }
 
     fn release_cached_device(&self, st: &mut State) {
@@ -555,22 +580,24 @@ impl Zone {
         }
     }
 
-    fn range_of(&self, st: &State, alloc: PoolAlloc) -> DeviceRange {
-        let block = st.blocks[alloc.block.0 as usize]
-            .clone()
-            .unwrap_or_else(|| unreachable_block(alloc.block));
-        DeviceRange {
-            block,
-            offset: alloc.offset,
-            alloc,
-        }
+    /// The block a range lies in.
+    pub(crate) fn block_of(&self, range: &DeviceRange) -> Result<DeviceBlock> {
+        self.lock()
+            .blocks
+            .get(range.alloc.block.0 as usize)
+            .cloned()
+            .flatten()
+            .ok_or_else(|| Error::Backend {
+                detail: format!("pool range of unknown block {:?}", range.alloc.block),
+            })
     }
 
-    /// Gives a range back to the pool.
-    pub(crate) fn free_device(&self, range: DeviceRange) {
-        let DeviceRange { block, alloc, .. } = range;
-        drop(block);
-        self.lock().device.free(alloc);
+    /// Gives a range back to the pool; `tensor_dropped` counts the tensor
+    /// that held it as gone.
+    pub(crate) fn free_device(&self, range: DeviceRange, tensor_dropped: bool) {
+        let mut st = self.lock();
+        st.device.free(range.alloc);
+        st.tensors_dropped += u64::from(tensor_dropped);
     }
 
     /// Moves pending upload buffers whose re-mapping finished back to idle.
@@ -697,8 +724,8 @@ impl Zone {
     /// Copies `data` into a device range: straight into the block on the
     /// CPU, through a pooled upload buffer on the GPU. Counted.
     pub(crate) fn upload(&self, dst: &DeviceRange, data: &[u8]) -> Result<()> {
-        match &dst.block {
-            DeviceBlock::Cpu(b) => b.write(dst.offset, data),
+        match self.block_of(dst)? {
+            DeviceBlock::Cpu(b) => b.write(dst.offset(), data),
             DeviceBlock::Gpu(_) => {
                 let staging = self.acquire_upload(data.len() as u64)?;
                 let written = match &staging.block {
@@ -724,10 +751,17 @@ impl Zone {
         dst: &DeviceRange,
         len: u64,
     ) -> Result<()> {
-        let result = match (&self.inner.backend, &staging.block, &dst.block) {
+        let block = match self.block_of(dst) {
+            Ok(b) => b,
+            Err(e) => {
+                self.release_upload(staging);
+                return Err(e);
+            }
+        };
+        let result = match (&self.inner.backend, &staging.block, &block) {
             (Backend::Gpu(g), StagingBlock::Gpu(src), DeviceBlock::Gpu(d)) => {
                 let copy = crate::backend::copy_len(len);
-                match g.upload_from_staging(src, d, dst.offset, copy) {
+                match g.upload_from_staging(src, d, dst.offset(), copy) {
                     Ok(flag) => {
                         self.release_upload_pending(staging, flag);
                         self.inner.counters.h2d.add(len);
@@ -737,7 +771,7 @@ impl Zone {
                 }
             }
             (Backend::Cpu(_), StagingBlock::Cpu(src), DeviceBlock::Cpu(d)) => {
-                d.write(dst.offset, &src[..len as usize]);
+                d.write(dst.offset(), &src[..len as usize]);
                 self.inner.counters.h2d.add(len);
                 Ok(())
             }
@@ -759,12 +793,12 @@ impl Zone {
 
     /// Copies a device range into `out`. Counted.
     pub(crate) fn download(&self, src: &DeviceRange, out: &mut [u8]) -> Result<()> {
-        match (&self.inner.backend, &src.block) {
-            (Backend::Cpu(_), DeviceBlock::Cpu(b)) => b.read(src.offset, out),
+        match (&self.inner.backend, &self.block_of(src)?) {
+            (Backend::Cpu(_), DeviceBlock::Cpu(b)) => b.read(src.offset(), out),
             (Backend::Gpu(g), DeviceBlock::Gpu(buf)) => {
                 let staging = self.acquire_readback(out.len() as u64)?;
                 let result = match &staging.block {
-                    StagingBlock::Gpu(s) => g.download(buf, src.offset, s, out),
+                    StagingBlock::Gpu(s) => g.download(buf, src.offset(), s, out),
                     StagingBlock::Cpu(_) => Err(Error::ZoneMismatch),
                 };
                 self.release_readback(staging);
@@ -791,13 +825,14 @@ impl Zone {
     /// Copies `len` bytes between two device ranges. Counted.
     pub(crate) fn copy_device(&self, src: &DeviceRange, dst: &DeviceRange, len: u64) -> Result<()> {
         self.inner.backend.check_alive()?;
-        let copy = match &src.block {
+        let (src_block, dst_block) = (self.block_of(src)?, self.block_of(dst)?);
+        let copy = match &src_block {
             DeviceBlock::Gpu(_) => crate::backend::copy_len(len),
             DeviceBlock::Cpu(_) => len,
         };
         self.inner
             .backend
-            .copy_device(&src.block, src.offset, &dst.block, dst.offset, copy)?;
+            .copy_device(&src_block, src.offset(), &dst_block, dst.offset(), copy)?;
         self.inner.counters.d2d.add(len);
         Ok(())
     }
@@ -805,19 +840,13 @@ impl Zone {
     /// Zero-fills the first `len` bytes of a device range.
     pub(crate) fn clear_device(&self, range: &DeviceRange, len: u64) -> Result<()> {
         self.inner.backend.check_alive()?;
-        let len = match &range.block {
+        let block = self.block_of(range)?;
+        let len = match &block {
             DeviceBlock::Gpu(_) => crate::backend::copy_len(len),
             DeviceBlock::Cpu(_) => len,
         };
-        self.inner.backend.clear(&range.block, range.offset, len)
+        self.inner.backend.clear(&block, range.offset(), len)
     }
-}
-
-#[cold]
-fn unreachable_block(id: BlockId) -> DeviceBlock {
-    // The pool only hands out ranges of blocks registered in the table; a
-    // missing entry is a bug in this crate, not a user error.
-    panic!("tensorzone: pool handed out a range of unregistered block {id:?}")
 }
 
 impl fmt::Debug for Zone {

@@ -38,8 +38,15 @@ pub struct Tensor<T: Element> {
     bytes: u64,
     host: Option<Vec<T>>,
     device: Option<DeviceRange>,
+    /// The device block's wgpu buffer, looked up on the first `binding` so
+    /// that allocation itself touches no buffer handle.
+    bound: Option<wgpu::Buffer>,
     host_current: bool,
     device_current: bool,
+    /// The device range holds bytes this tensor put there (it has been
+    /// current at least once since it was taken from the pool). Until then
+    /// it may hold a dropped tensor's bytes, which must never be exposed.
+    device_init: bool,
 }
 
 /// Turns a shape-like value into a checked shape and byte count for `T`.
@@ -71,17 +78,27 @@ fn host_vec<T: Element>(len: usize, fill: T) -> Result<Vec<T>> {
 
 impl<T: Element> Tensor<T> {
     fn unplaced(zone: &Zone, shape: Shape, bytes: u64) -> Tensor<T> {
-        zone.counters()
-            .tensors_created
-            .fetch_add(1, Ordering::Relaxed);
+        Tensor::new_handle(zone, shape, bytes, true)
+    }
+
+    /// A tensor with no storage yet; `count` says whether to count it as
+    /// created here (else its device allocation has counted it).
+    fn new_handle(zone: &Zone, shape: Shape, bytes: u64, count: bool) -> Tensor<T> {
+        if count {
+            zone.counters()
+                .tensors_created
+                .fetch_add(1, Ordering::Relaxed);
+        }
         Tensor {
             zone: zone.clone(),
             shape,
             bytes,
             host: None,
             device: None,
+            bound: None,
             host_current: false,
             device_current: false,
+            device_init: false,
         }
     }
 
@@ -97,18 +114,23 @@ impl<T: Element> Tensor<T> {
     /// safe code never sees another tensor's old bytes.
     pub fn empty(zone: &Zone, shape: impl IntoShape, loc: Location) -> Result<Tensor<T>> {
         let (shape, bytes) = checked::<T>(shape)?;
-        if loc == Location::Device {
-            zone.check_fits(bytes)?;
-        }
-        let mut t = Tensor::unplaced(zone, shape, bytes);
         match loc {
             Location::Host => {
+                let mut t = Tensor::unplaced(zone, shape, bytes);
                 let v = host_vec(t.shape.numel(), T::zeroed())?;
                 t.set_host(v);
+                Ok(t)
             }
-            Location::Device => t.device = Some(zone.alloc_device(bytes)?),
+            Location::Device => {
+                zone.check_fits(bytes)?;
+                // The hot path of pooled allocation: the range comes first,
+                // counting the tensor under the pool's lock.
+                let range = zone.alloc_device(bytes, true)?;
+                let mut t = Tensor::new_handle(zone, shape, bytes, false);
+                t.device = Some(range);
+                Ok(t)
+            }
         }
-        Ok(t)
     }
 
     /// A tensor of zeros at `loc`.
@@ -122,7 +144,7 @@ impl<T: Element> Tensor<T> {
     }
 
     /// A tensor with every element `value`, at `loc` (on the device, one
-    /// upload of the filled bytes).
+    /// upload of the filled bytes; the filled host copy stays current too).
     pub fn full(zone: &Zone, shape: impl IntoShape, value: T, loc: Location) -> Result<Tensor<T>> {
         let (shape, bytes) = checked::<T>(shape)?;
         let v = host_vec(shape.numel(), value)?;
@@ -165,7 +187,8 @@ impl<T: Element> Tensor<T> {
     }
 
     /// A tensor that takes ownership of `data` as its host copy (no copy on
-    /// the host), then moves it to `loc`.
+    /// the host); for [`Location::Device`] it is also uploaded, and both
+    /// copies stay current.
     pub fn from_vec(
         zone: &Zone,
         shape: impl IntoShape,
@@ -261,7 +284,8 @@ impl<T: Element> Tensor<T> {
 
     fn device_range(&mut self) -> Result<&DeviceRange> {
         if self.device.is_none() {
-            self.device = Some(self.zone.alloc_device(self.bytes)?);
+            self.zone.check_fits(self.bytes)?;
+            self.device = Some(self.zone.alloc_device(self.bytes, false)?);
         }
         self.device
             .as_ref()
@@ -281,6 +305,7 @@ impl<T: Element> Tensor<T> {
             _ => zone.clear_device(range, self.bytes)?,
         }
         self.device_current = true;
+        self.device_init = true;
         Ok(())
     }
 
@@ -341,8 +366,10 @@ impl<T: Element> Tensor<T> {
         if self.device.is_some() {
             self.sync_host()?;
             self.device_current = false;
+            self.device_init = false;
+            self.bound = None;
             if let Some(range) = self.device.take() {
-                self.zone.free_device(range);
+                self.zone.free_device(range, false);
             }
         }
         Ok(())
@@ -422,6 +449,7 @@ impl<T: Element> Tensor<T> {
         };
         zone.upload(range, bytemuck::cast_slice(data))?;
         self.device_current = true;
+        self.device_init = true;
         self.host_current = false;
         Ok(())
     }
@@ -441,6 +469,7 @@ impl<T: Element> Tensor<T> {
         };
         zone.upload_staging(pinned.into_staging(), range, self.bytes)?;
         self.device_current = true;
+        self.device_init = true;
         self.host_current = false;
         Ok(())
     }
@@ -456,29 +485,48 @@ impl<T: Element> Tensor<T> {
         }
         self.sync_device()?;
         let size = NonZeroU64::new(crate::backend::copy_len(self.bytes));
-        match &self.device {
-            Some(DeviceRange {
-                block: crate::backend::DeviceBlock::Gpu(buffer),
-                offset,
-                ..
-            }) => Ok(wgpu::BufferBinding {
+        let Some(range) = &self.device else {
+            return Err(Error::NoDeviceCopy { op: "binding" });
+        };
+        if self.bound.is_none() {
+            match self.zone.block_of(range)? {
+                crate::backend::DeviceBlock::Gpu(buffer) => self.bound = Some(buffer),
+                crate::backend::DeviceBlock::Cpu(_) => {
+                    return Err(Error::NeedsGpu { op: "binding" })
+                }
+            }
+        }
+        match &self.bound {
+            Some(buffer) => Ok(wgpu::BufferBinding {
                 buffer,
-                offset: *offset,
+                offset: range.offset(),
                 size,
             }),
-            _ => Err(Error::NeedsGpu { op: "binding" }),
+            None => Err(Error::NeedsGpu { op: "binding" }),
         }
     }
 
     /// Records that device work wrote the device copy: the host copy is
     /// stale from now on and the next host read downloads once.
+    ///
+    /// If none of this tensor's bytes ever reached its device range (no
+    /// binding, upload or copy), the range is cleared first, so it reads as
+    /// zeros and never as a dropped tensor's bytes.
     pub fn mark_device_written(&mut self) -> Result<()> {
         if self.device.is_none() {
             return Err(Error::NoDeviceCopy {
                 op: "mark_device_written",
             });
         }
+        if !self.device_init {
+            // Nothing of this tensor's was ever on the device: without a
+            // clear, the range would show a dropped tensor's bytes.
+            if let Some(range) = &self.device {
+                self.zone.clear_device(range, self.bytes)?;
+            }
+        }
         self.device_current = true;
+        self.device_init = true;
         self.host_current = false;
         Ok(())
     }
@@ -504,12 +552,14 @@ impl<T: Element> Tensor<T> {
             _ => return Err(Error::NoDeviceCopy { op: "copy_from" }),
         }
         self.device_current = true;
+        self.device_init = true;
         self.host_current = false;
         Ok(())
     }
 
     /// A new tensor with the same contents: a device→device copy when the
-    /// device copy is current, else a host copy.
+    /// device copy is current, else a host copy; an unwritten tensor gives
+    /// an unwritten one with its storage on the same side.
     pub fn try_clone(&mut self) -> Result<Tensor<T>> {
         if self.device_current {
             let mut t = Tensor::empty(&self.zone, self.shape.clone(), Location::Device)?;
@@ -525,7 +575,12 @@ impl<T: Element> Tensor<T> {
                 Location::Host,
             )
         } else {
-            Tensor::empty(&self.zone, self.shape.clone(), Location::Host)
+            let loc = if self.device.is_some() {
+                Location::Device
+            } else {
+                Location::Host
+            };
+            Tensor::empty(&self.zone, self.shape.clone(), loc)
         }
     }
 
@@ -583,10 +638,12 @@ impl<T: Element> Drop for Tensor<T> {
         if self.host.take().is_some() {
             c.sub_host(self.bytes);
         }
-        if let Some(range) = self.device.take() {
-            self.zone.free_device(range);
+        match self.device.take() {
+            Some(range) => self.zone.free_device(range, true),
+            None => {
+                c.tensors_dropped.fetch_add(1, Ordering::Relaxed);
+            }
         }
-        c.tensors_dropped.fetch_add(1, Ordering::Relaxed);
     }
 }
 
