@@ -7,7 +7,7 @@ use crate::error::{Error, Result};
 
 /// Most tensors have few dimensions; keeping them inline means creating a
 /// tensor makes no heap allocation for its shape.
-const INLINE_DIMS: usize = 6;
+const INLINE_DIMS: usize = 4;
 
 #[derive(Clone, PartialEq, Eq, Hash)]
 enum Dims {
@@ -33,6 +33,7 @@ pub struct Shape {
 impl Shape {
     /// Checks and stores `dims`: no zero dimension, at least one dimension,
     /// an element count that fits in `usize`.
+    #[inline]
     pub fn new(dims: &[usize]) -> Result<Shape> {
         if dims.is_empty() || dims.contains(&0) {
             return Err(Error::EmptyShape {
@@ -65,6 +66,7 @@ impl Shape {
     }
 
     /// The dimensions.
+    #[inline]
     pub fn dims(&self) -> &[usize] {
         match &self.dims {
             Dims::Inline { len, dims } => &dims[..*len as usize],
@@ -78,12 +80,14 @@ impl Shape {
     }
 
     /// Number of elements (never zero).
+    #[inline]
     pub fn numel(&self) -> usize {
         self.numel
     }
 
     /// Bytes that `numel` elements of `dtype` take, checked against overflow
     /// of both `usize` and `u64`.
+    #[inline]
     pub fn byte_len(&self, dtype: DType) -> Result<u64> {
         self.numel
             .checked_mul(dtype.size())
@@ -117,48 +121,56 @@ pub trait IntoShape {
 }
 
 impl IntoShape for Shape {
+    #[inline]
     fn into_shape(self) -> Result<Shape> {
         Ok(self)
     }
 }
 
 impl IntoShape for &Shape {
+    #[inline]
     fn into_shape(self) -> Result<Shape> {
         Ok(self.clone())
     }
 }
 
 impl IntoShape for &[usize] {
+    #[inline]
     fn into_shape(self) -> Result<Shape> {
         Shape::new(self)
     }
 }
 
 impl<const N: usize> IntoShape for [usize; N] {
+    #[inline]
     fn into_shape(self) -> Result<Shape> {
         Shape::new(&self)
     }
 }
 
 impl<const N: usize> IntoShape for &[usize; N] {
+    #[inline]
     fn into_shape(self) -> Result<Shape> {
         Shape::new(self)
     }
 }
 
 impl IntoShape for Vec<usize> {
+    #[inline]
     fn into_shape(self) -> Result<Shape> {
         Shape::new(&self)
     }
 }
 
 impl IntoShape for &Vec<usize> {
+    #[inline]
     fn into_shape(self) -> Result<Shape> {
         Shape::new(self)
     }
 }
 
 impl IntoShape for usize {
+    #[inline]
     fn into_shape(self) -> Result<Shape> {
         Shape::vector(self)
     }

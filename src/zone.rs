@@ -480,17 +480,20 @@ impl Zone {
         self.lock().device.largest_free()
     }
 
+    #[inline]
     fn lock(&self) -> MutexGuard<'_, State> {
         // Pool state is updated in single steps that cannot be torn by a
         // panic elsewhere, so a poisoned lock still holds consistent data.
         self.inner.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    #[inline]
     pub(crate) fn counters(&self) -> &Counters {
         &self.inner.counters
     }
 
     /// Checks a byte count against what one device buffer can hold.
+    #[inline]
     pub(crate) fn check_fits(&self, bytes: u64) -> Result<()> {
         let max = self.inner.info.max_buffer_size;
         if bytes > max {
@@ -503,6 +506,7 @@ impl Zone {
     /// tensor's bytes; callers overwrite or clear before exposing them).
     /// `new_tensor` counts a tensor created along with it. The caller has
     /// checked `bytes` with `check_fits`.
+    #[inline]
     pub(crate) fn alloc_device(&self, bytes: u64, new_tensor: bool) -> Result<DeviceRange> {
         self.inner.backend.check_alive()?;
         let mut st = self.lock();
@@ -594,6 +598,7 @@ impl Zone {
 
     /// Gives a range back to the pool; `tensor_dropped` counts the tensor
     /// that held it as gone.
+    #[inline]
     pub(crate) fn free_device(&self, range: DeviceRange, tensor_dropped: bool) {
         let mut st = self.lock();
         st.device.free(range.alloc);

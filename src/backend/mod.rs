@@ -36,6 +36,7 @@ pub(crate) enum Backend {
 
 impl Backend {
     /// Fails with `DeviceLost` once the device is gone; CPU never is.
+    #[inline]
     pub(crate) fn check_alive(&self) -> Result<()> {
         match self {
             Backend::Gpu(g) => g.check_alive(),

@@ -35,12 +35,11 @@ use crate::zone::{DeviceRange, Zone};
 pub struct Tensor<T: Element> {
     zone: Zone,
     shape: Shape,
-    bytes: u64,
-    host: Option<Vec<T>>,
+    host: Option<Box<[T]>>,
     device: Option<DeviceRange>,
     /// The device block's wgpu buffer, looked up on the first `binding` so
     /// that allocation itself touches no buffer handle.
-    bound: Option<wgpu::Buffer>,
+    bound: Option<Box<wgpu::Buffer>>,
     host_current: bool,
     device_current: bool,
     /// The device range holds bytes this tensor put there (it has been
@@ -77,13 +76,13 @@ fn host_vec<T: Element>(len: usize, fill: T) -> Result<Vec<T>> {
 }
 
 impl<T: Element> Tensor<T> {
-    fn unplaced(zone: &Zone, shape: Shape, bytes: u64) -> Tensor<T> {
-        Tensor::new_handle(zone, shape, bytes, true)
+    fn unplaced(zone: &Zone, shape: Shape) -> Tensor<T> {
+        Tensor::new_handle(zone, shape, true)
     }
 
     /// A tensor with no storage yet; `count` says whether to count it as
     /// created here (else its device allocation has counted it).
-    fn new_handle(zone: &Zone, shape: Shape, bytes: u64, count: bool) -> Tensor<T> {
+    fn new_handle(zone: &Zone, shape: Shape, count: bool) -> Tensor<T> {
         if count {
             zone.counters()
                 .tensors_created
@@ -92,7 +91,6 @@ impl<T: Element> Tensor<T> {
         Tensor {
             zone: zone.clone(),
             shape,
-            bytes,
             host: None,
             device: None,
             bound: None,
@@ -103,8 +101,8 @@ impl<T: Element> Tensor<T> {
     }
 
     fn set_host(&mut self, v: Vec<T>) {
-        self.zone.counters().add_host(self.bytes);
-        self.host = Some(v);
+        self.zone.counters().add_host(self.byte_len());
+        self.host = Some(v.into_boxed_slice());
     }
 
     /// An unwritten tensor with storage at `loc`: it reads as zeros, and
@@ -116,7 +114,7 @@ impl<T: Element> Tensor<T> {
         let (shape, bytes) = checked::<T>(shape)?;
         match loc {
             Location::Host => {
-                let mut t = Tensor::unplaced(zone, shape, bytes);
+                let mut t = Tensor::unplaced(zone, shape);
                 let v = host_vec(t.shape.numel(), T::zeroed())?;
                 t.set_host(v);
                 Ok(t)
@@ -126,7 +124,7 @@ impl<T: Element> Tensor<T> {
                 // The hot path of pooled allocation: the range comes first,
                 // counting the tensor under the pool's lock.
                 let range = zone.alloc_device(bytes, true)?;
-                let mut t = Tensor::new_handle(zone, shape, bytes, false);
+                let mut t = Tensor::new_handle(zone, shape, false);
                 t.device = Some(range);
                 Ok(t)
             }
@@ -179,7 +177,7 @@ impl<T: Element> Tensor<T> {
             }
             Location::Device => {
                 zone.check_fits(bytes)?;
-                let mut t = Tensor::unplaced(zone, shape, bytes);
+                let mut t = Tensor::unplaced(zone, shape);
                 t.write_device(data)?;
                 Ok(t)
             }
@@ -262,7 +260,7 @@ impl<T: Element> Tensor<T> {
             return Err(Error::ZoneMismatch);
         }
         zone.check_fits(bytes)?;
-        let mut t = Tensor::unplaced(zone, shape, bytes);
+        let mut t = Tensor::unplaced(zone, shape);
         t.upload_pinned(pinned)?;
         Ok(t)
     }
@@ -271,7 +269,7 @@ impl<T: Element> Tensor<T> {
         if loc == Location::Device {
             zone.check_fits(bytes)?;
         }
-        let mut t = Tensor::unplaced(zone, shape, bytes);
+        let mut t = Tensor::unplaced(zone, shape);
         t.set_host(v);
         t.host_current = true;
         if loc == Location::Device {
@@ -284,8 +282,8 @@ impl<T: Element> Tensor<T> {
 
     fn device_range(&mut self) -> Result<&DeviceRange> {
         if self.device.is_none() {
-            self.zone.check_fits(self.bytes)?;
-            self.device = Some(self.zone.alloc_device(self.bytes, false)?);
+            self.zone.check_fits(self.byte_len())?;
+            self.device = Some(self.zone.alloc_device(self.byte_len(), false)?);
         }
         self.device
             .as_ref()
@@ -302,7 +300,7 @@ impl<T: Element> Tensor<T> {
         };
         match (&self.host, self.host_current) {
             (Some(h), true) => zone.upload(range, bytemuck::cast_slice(h))?,
-            _ => zone.clear_device(range, self.bytes)?,
+            _ => zone.clear_device(range, self.byte_len())?,
         }
         self.device_current = true;
         self.device_init = true;
@@ -356,7 +354,7 @@ impl<T: Element> Tensor<T> {
             self.sync_device()?;
             self.host = None;
             self.host_current = false;
-            self.zone.counters().sub_host(self.bytes);
+            self.zone.counters().sub_host(self.byte_len());
         }
         Ok(())
     }
@@ -467,7 +465,7 @@ impl<T: Element> Tensor<T> {
                 op: "upload_pinned",
             });
         };
-        zone.upload_staging(pinned.into_staging(), range, self.bytes)?;
+        zone.upload_staging(pinned.into_staging(), range, self.byte_len())?;
         self.device_current = true;
         self.device_init = true;
         self.host_current = false;
@@ -484,13 +482,13 @@ impl<T: Element> Tensor<T> {
             return Err(Error::NeedsGpu { op: "binding" });
         }
         self.sync_device()?;
-        let size = NonZeroU64::new(crate::backend::copy_len(self.bytes));
+        let size = NonZeroU64::new(crate::backend::copy_len(self.byte_len()));
         let Some(range) = &self.device else {
             return Err(Error::NoDeviceCopy { op: "binding" });
         };
         if self.bound.is_none() {
             match self.zone.block_of(range)? {
-                crate::backend::DeviceBlock::Gpu(buffer) => self.bound = Some(buffer),
+                crate::backend::DeviceBlock::Gpu(buffer) => self.bound = Some(Box::new(buffer)),
                 crate::backend::DeviceBlock::Cpu(_) => {
                     return Err(Error::NeedsGpu { op: "binding" })
                 }
@@ -498,7 +496,7 @@ impl<T: Element> Tensor<T> {
         }
         match &self.bound {
             Some(buffer) => Ok(wgpu::BufferBinding {
-                buffer,
+                buffer: &**buffer,
                 offset: range.offset(),
                 size,
             }),
@@ -522,7 +520,7 @@ impl<T: Element> Tensor<T> {
             // Nothing of this tensor's was ever on the device: without a
             // clear, the range would show a dropped tensor's bytes.
             if let Some(range) = &self.device {
-                self.zone.clear_device(range, self.bytes)?;
+                self.zone.clear_device(range, self.byte_len())?;
             }
         }
         self.device_current = true;
@@ -548,7 +546,7 @@ impl<T: Element> Tensor<T> {
         src.sync_device()?;
         self.device_range()?;
         match (&src.device, &self.device) {
-            (Some(s), Some(d)) => self.zone.copy_device(s, d, self.bytes)?,
+            (Some(s), Some(d)) => self.zone.copy_device(s, d, self.byte_len())?,
             _ => return Err(Error::NoDeviceCopy { op: "copy_from" }),
         }
         self.device_current = true;
@@ -566,11 +564,11 @@ impl<T: Element> Tensor<T> {
             t.copy_from(self)?;
             Ok(t)
         } else if let (true, Some(h)) = (self.host_current, &self.host) {
-            let v = h.clone();
+            let v = h.to_vec();
             Tensor::place(
                 &self.zone,
                 self.shape.clone(),
-                self.bytes,
+                self.byte_len(),
                 v,
                 Location::Host,
             )
@@ -613,7 +611,8 @@ impl<T: Element> Tensor<T> {
 
     /// Bytes of the elements.
     pub fn byte_len(&self) -> u64 {
-        self.bytes
+        // Checked against overflow when the shape was accepted.
+        (self.shape.numel() * std::mem::size_of::<T>()) as u64
     }
 
     /// The zone the tensor belongs to.
@@ -636,7 +635,7 @@ impl<T: Element> Drop for Tensor<T> {
     fn drop(&mut self) {
         let c = self.zone.counters();
         if self.host.take().is_some() {
-            c.sub_host(self.bytes);
+            c.sub_host(self.byte_len());
         }
         match self.device.take() {
             Some(range) => self.zone.free_device(range, true),
