@@ -5,6 +5,7 @@
 mod backend;
 mod dtype;
 mod error;
+mod local;
 mod pool;
 mod residency;
 mod shape;

@@ -7,8 +7,12 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use crate::backend::gpu::{GpuBackend, MAP_FAILED, MAP_READY};
 use crate::backend::{cpu::CpuBackend, Backend, CreateError, DeviceBlock, StagingBlock};
 use crate::error::{Error, Result};
+use crate::local::{self, Local, LocalCounters};
 use crate::pool::{BlockId, DevicePool, DevicePoolConfig, PoolAlloc, StagingPool};
 use crate::stats::{Counters, ZoneStats};
+
+/// Source of zone ids, which key the per-thread caches.
+static NEXT_ZONE_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 /// Environment variable that overrides the backend choice of every zone.
 pub const BACKEND_ENV: &str = "TENSORZONE_BACKEND";
@@ -240,6 +244,9 @@ impl ZoneBuilder {
             blocks_made: 0,
             tensors_created: 0,
             tensors_dropped: 0,
+            locals: Vec::new(),
+            local_totals: LocalTotals::default(),
+            mag_returned: 0,
         };
         Zone {
             inner: Arc::new(ZoneInner {
@@ -249,6 +256,10 @@ impl ZoneBuilder {
                 limit: self.limit,
                 counters: Counters::default(),
                 state: Mutex::new(state),
+                id: NEXT_ZONE_ID.fetch_add(1, Ordering::Relaxed),
+                trim_epoch: std::sync::atomic::AtomicU64::new(0),
+                local_max_bytes: slab_size,
+                local_max_range: slab_size / 4,
             }),
         }
     }
@@ -278,6 +289,61 @@ pub(crate) struct ZoneInner {
     limit: Option<u64>,
     pub(crate) counters: Counters,
     state: Mutex<State>,
+    /// Unique per zone: keys this zone's per-thread magazines.
+    pub(crate) id: u64,
+    /// Bumped by `trim`; a magazine that sees a new value returns its ranges.
+    pub(crate) trim_epoch: std::sync::atomic::AtomicU64,
+    /// Bytes one thread's magazine may hold.
+    pub(crate) local_max_bytes: u64,
+    /// Largest request served from slabs (so eligible for magazines).
+    local_max_range: u64,
+}
+
+impl ZoneInner {
+    #[inline]
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // Pool state is updated in single steps that cannot be torn by a
+        // panic elsewhere, so a poisoned lock still holds consistent data.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Counters for a new per-thread magazine, which `stats` will read.
+    pub(crate) fn register_local(&self) -> Arc<LocalCounters> {
+        let c = Arc::new(LocalCounters::default());
+        self.lock().locals.push(Arc::clone(&c));
+        c
+    }
+
+    /// Takes back an exiting thread's magazine: its ranges and counters.
+    pub(crate) fn absorb_local(&self, ranges: Vec<PoolAlloc>, counters: &Arc<LocalCounters>) {
+        let mut st = self.lock();
+        st.give_back(ranges);
+        st.locals.retain(|c| !Arc::ptr_eq(c, counters));
+        let t = &mut st.local_totals;
+        t.allocations += counters.allocations.load(Ordering::Relaxed);
+        t.frees += counters.frees.load(Ordering::Relaxed);
+        t.tensors_created += counters.tensors_created.load(Ordering::Relaxed);
+        t.tensors_dropped += counters.tensors_dropped.load(Ordering::Relaxed);
+    }
+}
+
+impl State {
+    /// Returns magazine ranges to the pool.
+    fn give_back(&mut self, ranges: Vec<PoolAlloc>) {
+        self.mag_returned += ranges.len() as u64;
+        for a in ranges {
+            self.device.free(a);
+        }
+    }
+}
+
+/// Totals of per-thread magazines whose threads have exited.
+#[derive(Debug, Default)]
+struct LocalTotals {
+    allocations: u64,
+    frees: u64,
+    tensors_created: u64,
+    tensors_dropped: u64,
 }
 
 struct State {
@@ -296,6 +362,13 @@ struct State {
     /// counted in `Counters`; `stats` adds both.
     tensors_created: u64,
     tensors_dropped: u64,
+    /// Counters of live threads' magazines.
+    locals: Vec<Arc<LocalCounters>>,
+    /// Counters of exited threads' magazines.
+    local_totals: LocalTotals,
+    /// Ranges magazines gave back to the pool: the pool counts each as a
+    /// free, but the user's free was counted when the magazine took it.
+    mag_returned: u64,
 }
 
 fn put<T>(table: &mut Vec<Option<T>>, id: BlockId, value: T) {
@@ -420,8 +493,23 @@ impl Zone {
         let (h2d, d2h, d2d) = c.transfers();
         let mut st = self.lock();
         self.sweep_pending(&mut st);
-        let created = c.tensors_created.load(Ordering::Relaxed) + st.tensors_created;
-        let dropped = c.tensors_dropped.load(Ordering::Relaxed) + st.tensors_dropped;
+        let lt = &st.local_totals;
+        let (mut l_cached, mut l_allocs, mut l_frees, mut l_created, mut l_dropped) = (
+            0,
+            lt.allocations,
+            lt.frees,
+            lt.tensors_created,
+            lt.tensors_dropped,
+        );
+        for l in &st.locals {
+            l_cached += l.cached_bytes.load(Ordering::Relaxed);
+            l_allocs += l.allocations.load(Ordering::Relaxed);
+            l_frees += l.frees.load(Ordering::Relaxed);
+            l_created += l.tensors_created.load(Ordering::Relaxed);
+            l_dropped += l.tensors_dropped.load(Ordering::Relaxed);
+        }
+        let created = c.tensors_created.load(Ordering::Relaxed) + st.tensors_created + l_created;
+        let dropped = c.tensors_dropped.load(Ordering::Relaxed) + st.tensors_dropped + l_dropped;
         let dev = st.device.stats();
         let up = st.upload.stats();
         let down = st.readback.stats();
@@ -429,14 +517,14 @@ impl Zone {
             tensors_live: created - dropped,
             tensors_created: created,
             host_live_bytes: c.host_bytes_live.load(Ordering::Relaxed),
-            device_live_bytes: dev.live_bytes,
+            device_live_bytes: dev.live_bytes - l_cached,
             device_reserved_bytes: dev.reserved_bytes,
-            device_cached_bytes: dev.cached_bytes,
+            device_cached_bytes: dev.cached_bytes + l_cached,
             device_slabs: dev.slabs,
             device_dedicated_blocks: dev.dedicated_blocks,
-            device_allocations: dev.allocations,
-            device_frees: dev.frees,
-            pool_hits: dev.hits,
+            device_allocations: dev.allocations + l_allocs,
+            device_frees: dev.frees - st.mag_returned + l_frees,
+            pool_hits: dev.hits + l_allocs,
             pool_misses: dev.misses,
             device_blocks_created: c.device_blocks_created.load(Ordering::Relaxed)
                 + match &self.inner.backend {
@@ -455,7 +543,12 @@ impl Zone {
     /// Releases cached memory: device blocks no tensor uses and idle
     /// staging buffers. Returns the device and staging bytes released.
     pub fn trim(&self) -> u64 {
+        // Other threads' magazines return their ranges when they next
+        // allocate or exit; this thread's go back now.
+        self.inner.trim_epoch.fetch_add(1, Ordering::Relaxed);
+        let mine = local::drain(&self.inner);
         let mut st = self.lock();
+        st.give_back(mine);
         self.sweep_pending(&mut st);
         let before = st.device.stats().reserved_bytes
             + st.upload.stats().reserved_bytes
@@ -482,9 +575,7 @@ impl Zone {
 
     #[inline]
     fn lock(&self) -> MutexGuard<'_, State> {
-        // Pool state is updated in single steps that cannot be torn by a
-        // panic elsewhere, so a poisoned lock still holds consistent data.
-        self.inner.state.lock().unwrap_or_else(|p| p.into_inner())
+        self.inner.lock()
     }
 
     #[inline]
@@ -509,7 +600,19 @@ impl Zone {
     #[inline]
     pub(crate) fn alloc_device(&self, bytes: u64, new_tensor: bool) -> Result<DeviceRange> {
         self.inner.backend.check_alive()?;
+        let mut stale = Vec::new();
+        if bytes <= self.inner.local_max_range {
+            let align = self.inner.info.alignment;
+            match local::pop(&self.inner, bytes.div_ceil(align) * align, new_tensor) {
+                Local::Hit(alloc) => return Ok(DeviceRange { alloc }),
+                Local::Stale(ranges) => stale = ranges,
+                Local::Miss => {}
+            }
+        }
         let mut st = self.lock();
+        if !stale.is_empty() {
+            st.give_back(stale);
+        }
         if let Some(alloc) = st.device.try_alloc(bytes) {
             st.tensors_created += u64::from(new_tensor);
             return Ok(DeviceRange { alloc });
@@ -523,6 +626,14 @@ impl Zone {
     #[cold]
     fn alloc_device_slow(&self, st: &mut State, bytes: u64) -> Result<DeviceRange> {
         self.check_fits(bytes)?;
+        // Before growing, merge what this thread's magazine holds.
+        let mine = local::drain(&self.inner);
+        if !mine.is_empty() {
+            st.give_back(mine);
+            if let Some(alloc) = st.device.try_alloc(bytes) {
+                return Ok(DeviceRange { alloc });
+            }
+        }
         let plan = st.device.plan(bytes);
         if let Some(limit) = self.inner.limit {
             if st.device.stats().reserved_bytes + plan.size > limit {
@@ -600,8 +711,15 @@ impl Zone {
     /// that held it as gone.
     #[inline]
     pub(crate) fn free_device(&self, range: DeviceRange, tensor_dropped: bool) {
+        let mut alloc = range.alloc;
+        if alloc.is_slab() {
+            match local::push(&self.inner, alloc, tensor_dropped) {
+                Ok(()) => return,
+                Err(back) => alloc = back,
+            }
+        }
         let mut st = self.lock();
-        st.device.free(range.alloc);
+        st.device.free(alloc);
         st.tensors_dropped += u64::from(tensor_dropped);
     }
 

@@ -1407,3 +1407,52 @@ fn stats_display_names_the_figures() {
         assert!(text.contains("1.00 KiB in 1 calls"), "{text}");
     }
 }
+
+/// Freed ranges wait in per-thread caches; they count as cached, never as
+/// live, and come back to the zone when their thread exits or after `trim`.
+#[test]
+fn per_thread_range_caches_are_accounted_and_returned() {
+    for zone in common::zones() {
+        let b = zone.backend();
+        let start = zone.stats();
+        let workers: Vec<_> = (0..4u32)
+            .map(|w| {
+                let zone = zone.clone();
+                std::thread::spawn(move || {
+                    for i in 0..200u32 {
+                        let len = 64 + (i as usize % 3) * 100;
+                        let v: Vec<u32> = (0..len as u32).map(|x| x ^ w ^ i).collect();
+                        let mut t = Tensor::from_slice(&zone, [len], &v, Location::Device).unwrap();
+                        t.mark_device_written().unwrap();
+                        assert_eq!(t.to_vec().unwrap(), v);
+                    }
+                })
+            })
+            .collect();
+        for w in workers {
+            w.join().unwrap();
+        }
+        let s = zone.stats();
+        assert_eq!(s.tensors_live, 0, "{b:?}");
+        assert_eq!(s.tensors_created - start.tensors_created, 800, "{b:?}");
+        assert_eq!(s.device_live_bytes, 0, "{b:?}");
+        assert_eq!(s.device_allocations, s.device_frees, "{b:?}");
+        assert_eq!(s.device_cached_bytes, s.device_reserved_bytes, "{b:?}");
+        // The threads have exited, so everything is back in the shared pool.
+        zone.trim();
+        assert_eq!(zone.stats().device_reserved_bytes, 0, "{b:?}");
+
+        // This thread's cache: a freed range is reused by the next
+        // allocation of its size, and trim gives it back at once.
+        let t = Tensor::<u32>::zeros(&zone, [100], Location::Device).unwrap();
+        drop(t);
+        let s = zone.stats();
+        assert_eq!((s.device_live_bytes, s.device_slabs), (0, 1), "{b:?}");
+        let hits = s.pool_hits;
+        let t = Tensor::<u32>::empty(&zone, [100], Location::Device).unwrap();
+        assert_eq!(zone.stats().pool_hits, hits + 1, "{b:?}");
+        drop(t);
+        zone.trim();
+        assert_eq!(zone.stats().device_reserved_bytes, 0, "{b:?}");
+    }
+}

@@ -13,9 +13,11 @@
 //!   direction, reusing them by size class and evicting idle ones beyond a
 //!   limit.
 
+pub(crate) mod magazine;
 pub(crate) mod slab;
 pub(crate) mod staging;
 
+pub(crate) use magazine::Magazine;
 pub(crate) use slab::{DevicePool, DevicePoolConfig, PoolAlloc};
 pub(crate) use staging::StagingPool;
 

@@ -48,6 +48,14 @@ pub(crate) struct PoolAlloc {
     handle: Handle,
 }
 
+impl PoolAlloc {
+    /// Whether the range is part of a slab (not a whole dedicated block).
+    #[inline]
+    pub(crate) fn is_slab(&self) -> bool {
+        matches!(self.handle, Handle::Slab(_))
+    }
+}
+
 /// How a [`PoolAlloc`] is returned to the pool.
 #[derive(Debug)]
 enum Handle {

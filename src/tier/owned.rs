@@ -496,7 +496,7 @@ impl<T: Element> Tensor<T> {
         }
         match &self.bound {
             Some(buffer) => Ok(wgpu::BufferBinding {
-                buffer: &**buffer,
+                buffer,
                 offset: range.offset(),
                 size,
             }),

@@ -1,0 +1,180 @@
+//! A small per-thread stash of freed slab ranges ("magazine"), so that a
+//! thread that frees and allocates the same sizes, as per-frame and
+//! per-batch code does, takes no lock for either.
+//!
+//! Policy only: which ranges to keep and for how long. The zone owns one
+//! magazine per (thread, zone) and returns its ranges to the shared pool
+//! when it is full, on `trim`, and when the thread exits.
+
+use super::PoolAlloc;
+
+/// Distinct sizes a magazine keeps stacks for.
+const MAX_SIZES: usize = 16;
+/// Ranges kept per size.
+const MAX_DEPTH: usize = 8;
+
+/// Freed slab ranges by reserved size, each a LIFO stack.
+#[derive(Debug)]
+pub(crate) struct Magazine {
+    stacks: Vec<(u64, Vec<PoolAlloc>)>,
+    bytes: u64,
+    max_bytes: u64,
+}
+
+impl Magazine {
+    /// An empty magazine that holds at most `max_bytes` of ranges.
+    pub(crate) fn new(max_bytes: u64) -> Magazine {
+        Magazine {
+            stacks: Vec::new(),
+            bytes: 0,
+            max_bytes,
+        }
+    }
+
+    /// Bytes of the ranges held.
+    pub(crate) fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// A held range of exactly `size` reserved bytes.
+    #[inline]
+    pub(crate) fn pop(&mut self, size: u64) -> Option<PoolAlloc> {
+        // Linear search: a thread uses few sizes, and the most recently
+        // added size sits last, where loops keep finding it.
+        let (_, stack) = self.stacks.iter_mut().rev().find(|(s, _)| *s == size)?;
+        let a = stack.pop()?;
+        self.bytes -= a.size;
+        Some(a)
+    }
+
+    /// Keeps a freed slab range, or hands it back when the magazine is full
+    /// (the caller then returns it to the pool).
+    #[inline]
+    pub(crate) fn push(&mut self, a: PoolAlloc) -> Result<(), PoolAlloc> {
+        if !a.is_slab() || self.bytes + a.size > self.max_bytes {
+            return Err(a);
+        }
+        let size = a.size;
+        let i = match self.stacks.iter().rposition(|(s, _)| *s == size) {
+            Some(i) => i,
+            None if self.stacks.len() < MAX_SIZES => {
+                self.stacks.push((size, Vec::with_capacity(MAX_DEPTH)));
+                self.stacks.len() - 1
+            }
+            None => return Err(a),
+        };
+        let stack = &mut self.stacks[i].1;
+        if stack.len() >= MAX_DEPTH {
+            return Err(a);
+        }
+        stack.push(a);
+        self.bytes += size;
+        Ok(())
+    }
+
+    /// Takes every held range out.
+    pub(crate) fn drain(&mut self) -> Vec<PoolAlloc> {
+        self.bytes = 0;
+        self.stacks.drain(..).flat_map(|(_, stack)| stack).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pool::{DevicePool, DevicePoolConfig};
+
+    fn pool() -> DevicePool {
+        DevicePool::new(DevicePoolConfig {
+            alignment: 256,
+            slab_size: 1 << 20,
+        })
+    }
+
+    fn take(p: &mut DevicePool, bytes: u64) -> PoolAlloc {
+        match p.try_alloc(bytes) {
+            Some(a) => a,
+            None => p.add_block(p.plan(bytes), bytes).1,
+        }
+    }
+
+    #[test]
+    fn keeps_ranges_by_size_lifo() {
+        let mut p = pool();
+        let mut m = Magazine::new(1 << 20);
+        let a = take(&mut p, 256);
+        let b = take(&mut p, 256);
+        let c = take(&mut p, 1024);
+        let (ao, bo, co) = (a.offset, b.offset, c.offset);
+        m.push(a).unwrap();
+        m.push(b).unwrap();
+        m.push(c).unwrap();
+        assert_eq!(m.bytes(), 256 + 256 + 1024);
+        assert_eq!(m.pop(256).map(|r| r.offset), Some(bo));
+        assert_eq!(m.pop(1024).map(|r| r.offset), Some(co));
+        assert!(m.pop(512).is_none());
+        assert_eq!(m.pop(256).map(|r| r.offset), Some(ao));
+        assert!(m.pop(256).is_none());
+        assert_eq!(m.bytes(), 0);
+    }
+
+    #[test]
+    fn refuses_when_full_and_drains_everything() {
+        let mut p = pool();
+        let mut m = Magazine::new(1024);
+        let big = take(&mut p, 2048);
+        let big = m.push(big).expect_err("over the byte cap");
+        p.free(big);
+        for _ in 0..4 {
+            let a = take(&mut p, 256);
+            m.push(a).unwrap();
+        }
+        let extra = take(&mut p, 256);
+        let extra = m.push(extra).expect_err("byte cap reached");
+        p.free(extra);
+        let drained = m.drain();
+        assert_eq!(drained.len(), 4);
+        assert_eq!(m.bytes(), 0);
+        for a in drained {
+            p.free(a);
+        }
+        assert_eq!(p.stats().live_bytes, 0);
+    }
+
+    #[test]
+    fn depth_and_size_count_are_bounded() {
+        let mut p = pool();
+        let mut m = Magazine::new(u64::MAX);
+        let mut refused = Vec::new();
+        for _ in 0..MAX_DEPTH + 2 {
+            let a = take(&mut p, 256);
+            if let Err(a) = m.push(a) {
+                refused.push(a);
+            }
+        }
+        assert_eq!(refused.len(), 2);
+        for i in 0..MAX_SIZES as u64 + 1 {
+            let a = take(&mut p, 512 + 256 * i);
+            if let Err(a) = m.push(a) {
+                refused.push(a);
+            }
+        }
+        // 256 B holds one of the 16 size slots; of the 17 new sizes the
+        // first 15 fill the rest, the last 2 are refused.
+        assert_eq!(refused.len(), 4);
+        for a in refused.into_iter().chain(m.drain()) {
+            p.free(a);
+        }
+        assert_eq!(p.stats().live_bytes, 0);
+    }
+
+    #[test]
+    fn dedicated_blocks_are_not_kept() {
+        let mut p = pool();
+        let mut m = Magazine::new(u64::MAX);
+        let d = take(&mut p, 512 << 10);
+        assert!(!d.is_slab());
+        let d = m.push(d).expect_err("dedicated");
+        p.free(d);
+    }
+}
