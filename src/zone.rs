@@ -79,6 +79,12 @@ pub struct BackendInfo {
     pub max_buffer_size: u64,
     /// Offset alignment of every device range the zone hands out.
     pub alignment: u64,
+    /// Host and device share memory and wgpu maps storage buffers (a CPU
+    /// adapter such as lavapipe, or an integrated GPU): tensors in their
+    /// own dedicated buffer are uploaded and read back in place, with no
+    /// staging copy. Always false on the CPU backend, whose "device" copies
+    /// are plain host blocks.
+    pub unified_memory: bool,
     /// Why an `auto` zone fell back to the CPU, when it did.
     pub fallback_reason: Option<String>,
 }
@@ -213,6 +219,7 @@ impl ZoneBuilder {
                 driver: String::new(),
                 max_buffer_size: isize::MAX as u64,
                 alignment: 256,
+                unified_memory: false,
                 fallback_reason,
             },
             Backend::Gpu(g) => BackendInfo {
@@ -226,6 +233,7 @@ impl ZoneBuilder {
                 max_buffer_size: g.limits.max_buffer_size,
                 alignment: u64::from(g.limits.min_storage_buffer_offset_alignment)
                     .max(wgpu::MAP_ALIGNMENT),
+                unified_memory: g.uma,
                 fallback_reason: None,
             },
         };
@@ -654,12 +662,20 @@ impl Zone {
             if plan.dedicated { "block" } else { "slab" },
             st.blocks_made
         );
-        let block = match self.inner.backend.create_block(plan.size, &label) {
+        let block = match self
+            .inner
+            .backend
+            .create_block(plan.size, &label, plan.dedicated)
+        {
             Ok(b) => b,
             Err(CreateError::OutOfMemory(_)) => {
                 // The driver is full: give back what we cache and try once more.
                 self.release_cached_device(st);
-                match self.inner.backend.create_block(plan.size, &label) {
+                match self
+                    .inner
+                    .backend
+                    .create_block(plan.size, &label, plan.dedicated)
+                {
                     Ok(b) => b,
                     Err(CreateError::OutOfMemory(detail)) => {
                         return Err(self.oom(st, plan.size, detail))
@@ -847,9 +863,15 @@ impl Zone {
     /// Copies `data` into a device range: straight into the block on the
     /// CPU, through a pooled upload buffer on the GPU. Counted.
     pub(crate) fn upload(&self, dst: &DeviceRange, data: &[u8]) -> Result<()> {
-        match self.block_of(dst)? {
-            DeviceBlock::Cpu(b) => b.write(dst.offset(), data),
-            DeviceBlock::Gpu(_) => {
+        match (&self.inner.backend, self.block_of(dst)?) {
+            (_, DeviceBlock::Cpu(b)) => b.write(dst.offset(), data),
+            (Backend::Gpu(g), DeviceBlock::Gpu(buf))
+                if buf.usage().contains(wgpu::BufferUsages::MAP_WRITE) =>
+            {
+                g.write_direct(&buf, dst.offset(), data)
+                    .map_err(|e| self.lost_or(e))?
+            }
+            (_, DeviceBlock::Gpu(_)) => {
                 let staging = self.acquire_upload(data.len() as u64)?;
                 let written = match &staging.block {
                     StagingBlock::Gpu(buf) => GpuBackend::write_mapped(buf, 0, data),
@@ -918,6 +940,12 @@ impl Zone {
     pub(crate) fn download(&self, src: &DeviceRange, out: &mut [u8]) -> Result<()> {
         match (&self.inner.backend, &self.block_of(src)?) {
             (Backend::Cpu(_), DeviceBlock::Cpu(b)) => b.read(src.offset(), out),
+            (Backend::Gpu(g), DeviceBlock::Gpu(buf))
+                if buf.usage().contains(wgpu::BufferUsages::MAP_READ) =>
+            {
+                g.read_direct(buf, src.offset(), out)
+                    .map_err(|e| self.lost_or(e))?
+            }
             (Backend::Gpu(g), DeviceBlock::Gpu(buf)) => {
                 let staging = self.acquire_readback(out.len() as u64)?;
                 let result = match &staging.block {

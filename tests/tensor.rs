@@ -1456,3 +1456,46 @@ fn per_thread_range_caches_are_accounted_and_returned() {
         assert_eq!(zone.stats().device_reserved_bytes, 0, "{b:?}");
     }
 }
+
+/// On a unified-memory adapter (lavapipe is one), a tensor in its own
+/// dedicated buffer is written and read in place: no staging buffer, the
+/// same counted transfers, and kernels still see and write its bytes.
+#[test]
+fn dedicated_tensors_on_unified_memory_skip_staging() {
+    for zone in common::zones_with(Zone::builder().slab_size(256 << 10)) {
+        let Some(_) = zone.wgpu_device() else {
+            assert!(!zone.info().unified_memory, "CPU backend reports no UMA");
+            continue;
+        };
+        let n = 256 * 1024; // 1 MiB of u32: over a quarter slab, so dedicated
+        let data: Vec<u32> = (0..n as u32)
+            .map(|i| i.wrapping_mul(2_654_435_761))
+            .collect();
+        let s0 = zone.stats();
+        let mut t = Tensor::from_slice(&zone, [n], &data, Location::Device).unwrap();
+        assert_eq!(
+            zone.stats().device_dedicated_blocks,
+            s0.device_dedicated_blocks + 1
+        );
+        assert_eq!(moved(&s0, &zone).h2d, tr(4 * n as u64, 1));
+        run_kernel(&zone, &mut t);
+        let want: Vec<u32> = data
+            .iter()
+            .map(|x| x.wrapping_mul(2).wrapping_add(1))
+            .collect();
+        assert_eq!(t.to_vec().unwrap(), want);
+        assert_eq!(moved(&s0, &zone).d2h, tr(4 * n as u64, 1));
+        t.write_device(&data).unwrap();
+        t.mark_device_written().unwrap();
+        assert_eq!(t.to_vec().unwrap(), data);
+        let staging = zone.stats().staging_buffers_created - s0.staging_buffers_created;
+        if zone.info().unified_memory {
+            assert_eq!(
+                staging, 0,
+                "UMA transfers of a dedicated tensor need no staging"
+            );
+        } else {
+            assert!(staging > 0, "discrete GPUs go through staging");
+        }
+    }
+}

@@ -37,6 +37,10 @@ pub(crate) struct GpuBackend {
     pub(crate) queue: wgpu::Queue,
     pub(crate) info: wgpu::AdapterInfo,
     pub(crate) limits: wgpu::Limits,
+    /// Host and device share memory (a CPU adapter or an integrated GPU)
+    /// and wgpu can map storage buffers: a tensor's own dedicated block is
+    /// then written and read in place, one `memcpy` instead of two.
+    pub(crate) uma: bool,
     lost: Arc<LostState>,
     /// wgpu refuses copies within one buffer, and tensors share slabs: such
     /// copies go through this buffer, grown on demand.
@@ -64,7 +68,17 @@ impl GpuBackend {
         })?;
         let info = adapter.get_info();
         let limits = adapter.limits();
-        let features = adapter.features() & wgpu::Features::SHADER_F16;
+        let uma = adapter
+            .features()
+            .contains(wgpu::Features::MAPPABLE_PRIMARY_BUFFERS)
+            && matches!(
+                info.device_type,
+                wgpu::DeviceType::Cpu | wgpu::DeviceType::IntegratedGpu
+            );
+        let mut features = adapter.features() & wgpu::Features::SHADER_F16;
+        if uma {
+            features |= wgpu::Features::MAPPABLE_PRIMARY_BUFFERS;
+        }
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some(label),
             required_features: features,
@@ -92,6 +106,7 @@ impl GpuBackend {
             queue,
             info,
             limits,
+            uma,
             lost,
             scratch: Mutex::new(None),
             scratch_created: std::sync::atomic::AtomicU64::new(0),
@@ -305,6 +320,74 @@ impl GpuBackend {
             });
         staging.unmap();
         result
+    }
+
+    /// Maps `range` of `buffer` and waits until the mapping is done (after
+    /// all submitted work that uses the buffer).
+    fn map_blocking(
+        &self,
+        buffer: &wgpu::Buffer,
+        mode: wgpu::MapMode,
+        range: std::ops::Range<u64>,
+    ) -> Result<()> {
+        self.check_alive()?;
+        let flag = Arc::new(AtomicU8::new(MAP_PENDING));
+        let cb = Arc::clone(&flag);
+        buffer.map_async(mode, range, move |r| {
+            cb.store(
+                if r.is_ok() { MAP_READY } else { MAP_FAILED },
+                Ordering::Release,
+            );
+        });
+        self.wait_idle()?;
+        if flag.load(Ordering::Acquire) != MAP_READY {
+            // Not mapped, yet a pending map would block the next one.
+            buffer.unmap();
+            self.check_alive_waited()?;
+            return Err(Error::MapFailed {
+                detail: format!("mapping {:?} did not complete", buffer),
+            });
+        }
+        Ok(())
+    }
+
+    /// Writes `data` straight into a mappable device buffer at `offset`
+    /// (UMA: one copy, no staging).
+    pub(crate) fn write_direct(
+        &self,
+        buffer: &wgpu::Buffer,
+        offset: u64,
+        data: &[u8],
+    ) -> Result<()> {
+        let end = offset + super::copy_len(data.len() as u64);
+        self.map_blocking(buffer, wgpu::MapMode::Write, offset..end)?;
+        let written = buffer
+            .get_mapped_range_mut(offset..end)
+            .map(|mut view| view.slice(..data.len()).copy_from_slice(data))
+            .map_err(|e| Error::MapFailed {
+                detail: e.to_string(),
+            });
+        buffer.unmap();
+        written
+    }
+
+    /// Reads a mappable device buffer at `offset` into `out` (UMA).
+    pub(crate) fn read_direct(
+        &self,
+        buffer: &wgpu::Buffer,
+        offset: u64,
+        out: &mut [u8],
+    ) -> Result<()> {
+        let end = offset + super::copy_len(out.len() as u64);
+        self.map_blocking(buffer, wgpu::MapMode::Read, offset..end)?;
+        let read = buffer
+            .get_mapped_range(offset..end)
+            .map(|view| out.copy_from_slice(&view[..out.len()]))
+            .map_err(|e| Error::MapFailed {
+                detail: e.to_string(),
+            });
+        buffer.unmap();
+        read
     }
 
     /// Lets map callbacks run without blocking.

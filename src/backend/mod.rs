@@ -52,12 +52,26 @@ impl Backend {
         }
     }
 
-    /// A new device block of `size` bytes, zero-filled on first use.
-    pub(crate) fn create_block(&self, size: u64, label: &str) -> Result<DeviceBlock, CreateError> {
+    /// A new device block of `size` bytes, zero-filled on first use. A
+    /// `dedicated` block (one tensor's) is mappable on UMA adapters, so its
+    /// transfers skip staging; slabs never are, since mapping one would
+    /// stall every tensor in it.
+    pub(crate) fn create_block(
+        &self,
+        size: u64,
+        label: &str,
+        dedicated: bool,
+    ) -> Result<DeviceBlock, CreateError> {
         match self {
-            Backend::Gpu(g) => g
-                .create_buffer(size, gpu::DEVICE_USAGE, label, false)
-                .map(DeviceBlock::Gpu),
+            Backend::Gpu(g) => {
+                let usage = if dedicated && g.uma {
+                    gpu::DEVICE_USAGE | wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::MAP_WRITE
+                } else {
+                    gpu::DEVICE_USAGE
+                };
+                g.create_buffer(size, usage, label, false)
+                    .map(DeviceBlock::Gpu)
+            }
             Backend::Cpu(_) => cpu::CpuBlock::new(size).map(DeviceBlock::Cpu),
         }
     }
