@@ -68,6 +68,14 @@ pub enum Error {
         /// What the driver or the zone said.
         detail: String,
     },
+    /// The host allocator could not provide memory for a tensor's host copy.
+    #[error("out of host memory: {bytes} bytes requested ({detail})")]
+    HostOutOfMemory {
+        /// Bytes requested.
+        bytes: u64,
+        /// What the allocator said.
+        detail: String,
+    },
     /// `gpu` was required and no adapter could be used.
     #[error("no GPU adapter: {reason}")]
     NoAdapter {

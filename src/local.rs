@@ -46,6 +46,11 @@ struct Entry {
 
 impl Drop for Entry {
     fn drop(&mut self) {
+        // A zone that is gone needs nothing back; checking first also keeps
+        // this destructor from being the one that drops a live zone.
+        if self.zone.strong_count() == 0 {
+            return;
+        }
         if let Some(zone) = self.zone.upgrade() {
             zone.absorb_local(self.mag.drain(), &self.counters);
         }
@@ -96,18 +101,27 @@ pub(crate) fn pop(zone: &ZoneInner, size: u64, new_tensor: bool) -> Local {
     found.unwrap_or(Local::Miss)
 }
 
-/// Keeps a freed range in this thread's magazine for `zone`, or hands it
-/// back (full, not a slab range, or the thread is exiting).
+/// What became of a range offered to this thread's magazine.
+pub(crate) struct Pushed {
+    /// The range, when the magazine did not keep it (full, not a slab
+    /// range, or the thread is exiting): the caller frees it to the pool.
+    pub(crate) back: Option<PoolAlloc>,
+    /// Ranges the magazine held from before a `trim`: they go back to the
+    /// pool too (their frees were counted already).
+    pub(crate) stale: Vec<PoolAlloc>,
+}
+
+/// Offers a freed range to this thread's magazine for `zone`.
 #[inline]
-pub(crate) fn push(
-    zone: &Arc<ZoneInner>,
-    a: PoolAlloc,
-    tensor_dropped: bool,
-) -> Result<(), PoolAlloc> {
-    let mut a = Some(a);
-    let kept = LOCAL.try_with(|l| {
+pub(crate) fn push(zone: &Arc<ZoneInner>, a: PoolAlloc, tensor_dropped: bool) -> Pushed {
+    let mut out = Pushed {
+        back: Some(a),
+        stale: Vec::new(),
+    };
+    // An Err here means the thread is exiting: the range stays in `back`.
+    let _ = LOCAL.try_with(|l| {
         let Ok(mut l) = l.try_borrow_mut() else {
-            return false;
+            return;
         };
         let i = match l.iter().position(|e| e.zone_id == zone.id) {
             Some(i) => i,
@@ -125,8 +139,14 @@ pub(crate) fn push(
             }
         };
         let e = &mut l[i];
-        let Some(range) = a.take() else {
-            return false;
+        let epoch = zone.trim_epoch.load(Relaxed);
+        if e.epoch != epoch {
+            e.epoch = epoch;
+            sub(&e.counters.cached_bytes, e.mag.bytes());
+            out.stale = e.mag.drain();
+        }
+        let Some(range) = out.back.take() else {
+            return;
         };
         let size = range.size;
         match e.mag.push(range) {
@@ -134,20 +154,11 @@ pub(crate) fn push(
                 add(&e.counters.cached_bytes, size);
                 add(&e.counters.frees, 1);
                 add(&e.counters.tensors_dropped, u64::from(tensor_dropped));
-                true
             }
-            Err(back) => {
-                a = Some(back);
-                false
-            }
+            Err(range) => out.back = Some(range),
         }
     });
-    match (kept, a) {
-        (Ok(true), _) => Ok(()),
-        (_, Some(back)) => Err(back),
-        // Kept is false only with the range handed back above.
-        (_, None) => Ok(()),
-    }
+    out
 }
 
 /// Empties this thread's magazine for `zone` (for `trim`).

@@ -20,6 +20,9 @@ pub const BACKEND_ENV: &str = "TENSORZONE_BACKEND";
 const DEFAULT_SLAB_SIZE: u64 = 32 << 20;
 const DEFAULT_STAGING_IDLE_LIMIT: u64 = 256 << 20;
 const STAGING_MIN_SIZE: u64 = 64 << 10;
+const MAX_SLAB_SIZE: u64 = 1 << 30;
+/// Most bytes one thread's range cache (magazine) may hold per zone.
+const MAGAZINE_MAX_BYTES: u64 = 4 << 20;
 /// Idle staging buffers not reused within this many acquisitions are
 /// released, so a burst of large transfers does not pin memory forever.
 const STAGING_IDLE_EPOCHS: u64 = 1024;
@@ -40,7 +43,10 @@ impl BackendChoice {
     /// Reads [`BACKEND_ENV`]: `None` when unset or empty.
     pub fn from_env() -> Result<Option<BackendChoice>> {
         match std::env::var(BACKEND_ENV) {
-            Err(_) => Ok(None),
+            Err(std::env::VarError::NotPresent) => Ok(None),
+            Err(std::env::VarError::NotUnicode(v)) => Err(Error::InvalidBackendEnv {
+                value: v.to_string_lossy().into_owned(),
+            }),
             Ok(v) => match v.trim().to_ascii_lowercase().as_str() {
                 "" => Ok(None),
                 "auto" => Ok(Some(BackendChoice::Auto)),
@@ -164,7 +170,7 @@ impl ZoneBuilder {
     /// 32 MiB; clamped to the adapter's `max_buffer_size`). Requests over a
     /// quarter of it get a dedicated buffer.
     pub fn slab_size(mut self, bytes: u64) -> Self {
-        self.slab_size = bytes.max(STAGING_MIN_SIZE);
+        self.slab_size = bytes.clamp(STAGING_MIN_SIZE, MAX_SLAB_SIZE);
         self
     }
 
@@ -266,7 +272,7 @@ impl ZoneBuilder {
                 state: Mutex::new(state),
                 id: NEXT_ZONE_ID.fetch_add(1, Ordering::Relaxed),
                 trim_epoch: std::sync::atomic::AtomicU64::new(0),
-                local_max_bytes: slab_size,
+                local_max_bytes: (slab_size / 8).min(MAGAZINE_MAX_BYTES),
                 local_max_range: slab_size / 4,
             }),
         }
@@ -411,6 +417,8 @@ impl DeviceRange {
 pub(crate) struct Staging {
     pub(crate) id: BlockId,
     pub(crate) block: StagingBlock,
+    /// Newly created (zero-filled), not reused with an earlier transfer's bytes.
+    pub(crate) fresh: bool,
 }
 
 impl Zone {
@@ -522,16 +530,19 @@ impl Zone {
         let up = st.upload.stats();
         let down = st.readback.stats();
         ZoneStats {
-            tensors_live: created - dropped,
+            // Per-thread counters are read one after another, so a tensor
+            // made on one thread and dropped on another can show its drop
+            // first; a snapshot never reports a negative count.
+            tensors_live: created.saturating_sub(dropped),
             tensors_created: created,
             host_live_bytes: c.host_bytes_live.load(Ordering::Relaxed),
-            device_live_bytes: dev.live_bytes - l_cached,
+            device_live_bytes: dev.live_bytes.saturating_sub(l_cached),
             device_reserved_bytes: dev.reserved_bytes,
             device_cached_bytes: dev.cached_bytes + l_cached,
             device_slabs: dev.slabs,
             device_dedicated_blocks: dev.dedicated_blocks,
             device_allocations: dev.allocations + l_allocs,
-            device_frees: dev.frees - st.mag_returned + l_frees,
+            device_frees: dev.frees.saturating_sub(st.mag_returned) + l_frees,
             pool_hits: dev.hits + l_allocs,
             pool_misses: dev.misses,
             device_blocks_created: c.device_blocks_created.load(Ordering::Relaxed)
@@ -550,6 +561,11 @@ impl Zone {
 
     /// Releases cached memory: device blocks no tensor uses and idle
     /// staging buffers. Returns the device and staging bytes released.
+    ///
+    /// Ranges that other threads freed may wait in those threads' range
+    /// caches (at most 4 MiB per thread and zone); they return to the pool
+    /// when their thread next allocates or frees, or exits, and a later
+    /// `trim` releases their blocks. This thread's cache is emptied at once.
     pub fn trim(&self) -> u64 {
         // Other threads' magazines return their ranges when they next
         // allocate or exit; this thread's go back now.
@@ -595,10 +611,20 @@ impl Zone {
     #[inline]
     pub(crate) fn check_fits(&self, bytes: u64) -> Result<()> {
         let max = self.inner.info.max_buffer_size;
-        if bytes > max {
+        // GPU copies move whole 4-byte words, so the padded length must fit.
+        let needed = match self.inner.info.kind {
+            BackendKind::Gpu => crate::backend::copy_len(bytes),
+            BackendKind::Cpu => bytes,
+        };
+        if needed > max {
             return Err(Error::TooLarge { bytes, max });
         }
         Ok(())
+    }
+
+    /// Largest block size: `max_buffer_size` rounded down to whole words.
+    fn max_block(&self) -> u64 {
+        self.inner.info.max_buffer_size & !(wgpu::COPY_BUFFER_ALIGNMENT - 1)
     }
 
     /// A device range of at least `bytes` (contents unspecified: a previous
@@ -642,7 +668,9 @@ impl Zone {
                 return Ok(DeviceRange { alloc });
             }
         }
-        let plan = st.device.plan(bytes);
+        let mut plan = st.device.plan(bytes);
+        // Size classes round up; never past what one buffer can hold.
+        plan.size = plan.size.min(self.max_block()).max(bytes);
         if let Some(limit) = self.inner.limit {
             if st.device.stats().reserved_bytes + plan.size > limit {
                 self.release_cached_device(st);
@@ -702,10 +730,20 @@ impl Zone {
 
     fn oom(&self, st: &State, requested: u64, detail: String) -> Error {
         let s = st.device.stats();
+        let in_threads: u64 = st
+            .locals
+            .iter()
+            .map(|l| l.cached_bytes.load(Ordering::Relaxed))
+            .sum();
+        let detail = if in_threads > 0 {
+            format!("{detail}; {in_threads} cached bytes wait in other threads' range caches")
+        } else {
+            detail
+        };
         Error::OutOfMemory {
             requested,
             reserved: s.reserved_bytes,
-            live: s.live_bytes,
+            live: s.live_bytes.saturating_sub(in_threads),
             limit: self.inner.limit,
             detail,
         }
@@ -727,16 +765,22 @@ impl Zone {
     /// that held it as gone.
     #[inline]
     pub(crate) fn free_device(&self, range: DeviceRange, tensor_dropped: bool) {
-        let mut alloc = range.alloc;
-        if alloc.is_slab() {
-            match local::push(&self.inner, alloc, tensor_dropped) {
-                Ok(()) => return,
-                Err(back) => alloc = back,
+        let alloc = range.alloc;
+        let (back, stale) = if alloc.is_slab() {
+            let pushed = local::push(&self.inner, alloc, tensor_dropped);
+            if pushed.back.is_none() && pushed.stale.is_empty() {
+                return;
             }
-        }
+            (pushed.back, pushed.stale)
+        } else {
+            (Some(alloc), Vec::new())
+        };
         let mut st = self.lock();
-        st.device.free(alloc);
-        st.tensors_dropped += u64::from(tensor_dropped);
+        st.give_back(stale);
+        if let Some(alloc) = back {
+            st.device.free(alloc);
+            st.tensors_dropped += u64::from(tensor_dropped);
+        }
     }
 
     /// Moves pending upload buffers whose re-mapping finished back to idle.
@@ -778,11 +822,19 @@ impl Zone {
         }
         if let Some((id, _)) = hit {
             if let Some(block) = take(&mut st.upload_bufs, id) {
-                return Ok(Staging { id, block });
+                return Ok(Staging {
+                    id,
+                    block,
+                    fresh: false,
+                });
             }
             st.upload.remove(id);
         }
-        let size = st.upload.plan(bytes);
+        let size = st
+            .upload
+            .plan(bytes)
+            .min(self.max_block())
+            .max(crate::backend::copy_len(bytes));
         let label = format!("{} staging upload", self.inner.label);
         let block = self
             .inner
@@ -791,7 +843,11 @@ impl Zone {
             .map_err(|e| self.staging_error(&st, size, e))?;
         self.count_staging_created();
         let id = st.upload.add(size);
-        Ok(Staging { id, block })
+        Ok(Staging {
+            id,
+            block,
+            fresh: true,
+        })
     }
 
     /// A readback staging buffer of at least `bytes`.
@@ -803,11 +859,19 @@ impl Zone {
         }
         if let Some((id, _)) = st.readback.acquire(bytes) {
             if let Some(block) = take(&mut st.readback_bufs, id) {
-                return Ok(Staging { id, block });
+                return Ok(Staging {
+                    id,
+                    block,
+                    fresh: false,
+                });
             }
             st.readback.remove(id);
         }
-        let size = st.readback.plan(bytes);
+        let size = st
+            .readback
+            .plan(bytes)
+            .min(self.max_block())
+            .max(crate::backend::copy_len(bytes));
         let label = format!("{} staging readback", self.inner.label);
         let block = self
             .inner
@@ -816,7 +880,11 @@ impl Zone {
             .map_err(|e| self.staging_error(&st, size, e))?;
         self.count_staging_created();
         let id = st.readback.add(size);
-        Ok(Staging { id, block })
+        Ok(Staging {
+            id,
+            block,
+            fresh: true,
+        })
     }
 
     fn count_staging_created(&self) {
@@ -842,6 +910,11 @@ impl Zone {
         for gone in st.upload.release(staging.id) {
             take(&mut st.upload_bufs, gone);
         }
+    }
+
+    /// Forgets an upload buffer whose state is unknown after a failure.
+    fn discard_upload(&self, staging: Staging) {
+        self.lock().upload.remove(staging.id);
     }
 
     /// Returns an upload buffer whose re-mapping is under way.
@@ -873,12 +946,17 @@ impl Zone {
             }
             (_, DeviceBlock::Gpu(_)) => {
                 let staging = self.acquire_upload(data.len() as u64)?;
+                let len = data.len() as u64;
+                // The copy moves whole words: zero the padding after the
+                // data, or a reused buffer's old bytes land in the binding.
+                let tail = (crate::backend::copy_len(len) - len) as usize;
                 let written = match &staging.block {
-                    StagingBlock::Gpu(buf) => GpuBackend::write_mapped(buf, 0, data),
+                    StagingBlock::Gpu(buf) => GpuBackend::write_mapped(buf, 0, data)
+                        .and_then(|()| GpuBackend::write_mapped(buf, len, &[0; 3][..tail])),
                     StagingBlock::Cpu(_) => Err(Error::ZoneMismatch),
                 };
                 if let Err(e) = written {
-                    self.release_upload(staging);
+                    self.discard_upload(staging);
                     return Err(self.lost_or(e));
                 }
                 return self.upload_staging(staging, dst, data.len() as u64);
@@ -952,8 +1030,14 @@ impl Zone {
                     StagingBlock::Gpu(s) => g.download(buf, src.offset(), s, out),
                     StagingBlock::Cpu(_) => Err(Error::ZoneMismatch),
                 };
-                self.release_readback(staging);
-                result.map_err(|e| self.lost_or(e))?;
+                match result {
+                    Ok(()) => self.release_readback(staging),
+                    Err(e) => {
+                        // A failed readback may leave a map pending: never reuse it.
+                        self.lock().readback.remove(staging.id);
+                        return Err(self.lost_or(e));
+                    }
+                }
             }
             _ => return Err(Error::ZoneMismatch),
         }

@@ -1499,3 +1499,148 @@ fn dedicated_tensors_on_unified_memory_skip_staging() {
         }
     }
 }
+
+/// A reused pinned buffer starts zeroed: what the caller leaves unwritten
+/// never shows an earlier upload's bytes.
+#[test]
+fn reused_pinned_buffer_starts_zeroed() {
+    for zone in common::zones() {
+        let b = zone.backend();
+        let mut p = zone.pinned::<u8>(8).unwrap();
+        p.write(0, &[42; 8]).unwrap();
+        let t = Tensor::from_pinned(&zone, [8], p).unwrap();
+        drop(t);
+        zone.synchronize().unwrap();
+        let created = zone.stats().staging_buffers_created;
+        let mut p = zone.pinned::<u8>(8).unwrap();
+        assert_eq!(
+            zone.stats().staging_buffers_created,
+            created,
+            "reused {b:?}"
+        );
+        p.write(2, &[7]).unwrap();
+        let mut t = Tensor::from_pinned(&zone, [8], p).unwrap();
+        assert_eq!(t.to_vec().unwrap(), [0, 0, 7, 0, 0, 0, 0, 0], "{b:?}");
+    }
+}
+
+// Both tensors may share one slab, and wgpu tracks usage per buffer: a
+// `read` binding beside a `read_write` one of the same buffer would be a
+// usage conflict, so both are `read_write` (see `Tensor::binding`).
+const READ_PADDING: &str = r#"
+@group(0) @binding(0) var<storage, read_write> data: array<u32>;
+@group(0) @binding(1) var<storage, read_write> out: array<u32>;
+
+@compute @workgroup_size(1)
+fn main() {
+    out[0] = data[1];
+}
+"#;
+
+/// The padding a binding rounds up to (here bytes 5..8 of a 5-byte tensor)
+/// is zero, even when the staging buffer and the device range last held
+/// other bytes.
+#[test]
+fn binding_padding_is_zero() {
+    for zone in common::zones() {
+        let (Some(device), Some(queue)) = (zone.wgpu_device(), zone.wgpu_queue()) else {
+            continue;
+        };
+        let t = Tensor::<u8>::from_slice(&zone, [8], &[0xFF; 8], Location::Device).unwrap();
+        drop(t);
+        let mut t =
+            Tensor::<u8>::from_slice(&zone, [5], &[1, 2, 3, 4, 5], Location::Device).unwrap();
+        let mut out = Tensor::<u32>::from_slice(&zone, [1], &[0xDEAD], Location::Device).unwrap();
+        let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+            label: Some("read padding"),
+            source: wgpu::ShaderSource::Wgsl(READ_PADDING.into()),
+        });
+        let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some("read padding"),
+            layout: None,
+            module: &module,
+            entry_point: Some("main"),
+            compilation_options: Default::default(),
+            cache: None,
+        });
+        let data_binding = t.binding().unwrap();
+        assert_eq!(data_binding.size.map(|s| s.get()), Some(8));
+        let out_binding = out.binding().unwrap();
+        let group = device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some("read padding"),
+            layout: &pipeline.get_bind_group_layout(0),
+            entries: &[
+                wgpu::BindGroupEntry {
+                    binding: 0,
+                    resource: wgpu::BindingResource::Buffer(data_binding),
+                },
+                wgpu::BindGroupEntry {
+                    binding: 1,
+                    resource: wgpu::BindingResource::Buffer(out_binding),
+                },
+            ],
+        });
+        let mut enc = device.create_command_encoder(&Default::default());
+        {
+            let mut pass = enc.begin_compute_pass(&Default::default());
+            pass.set_pipeline(&pipeline);
+            pass.set_bind_group(0, &group, &[]);
+            pass.dispatch_workgroups(1, 1, 1);
+        }
+        queue.submit([enc.finish()]);
+        drop(group);
+        out.mark_device_written().unwrap();
+        assert_eq!(out.to_vec().unwrap(), [5], "bytes 4..8 are [5, 0, 0, 0]");
+        assert_eq!(t.to_vec().unwrap(), [1, 2, 3, 4, 5]);
+    }
+}
+
+/// `trim` on one thread reaches ranges another, still running thread has
+/// cached once that thread next allocates.
+#[test]
+fn trim_reaches_other_threads_caches_on_their_next_call() {
+    use std::sync::mpsc;
+    for zone in common::zones() {
+        let b = zone.backend();
+        let (go_tx, go_rx) = mpsc::channel::<()>();
+        let (done_tx, done_rx) = mpsc::channel::<Option<Tensor<u32>>>();
+        let worker = {
+            let zone = zone.clone();
+            std::thread::spawn(move || {
+                drop(Tensor::<u32>::zeros(&zone, [64], Location::Device).unwrap());
+                done_tx.send(None).unwrap();
+                go_rx.recv().unwrap();
+                // After the trim: this allocation finds the cache stale and
+                // returns what it held; the tensor goes to the main thread.
+                let t = Tensor::<u32>::empty(&zone, [8], Location::Device).unwrap();
+                done_tx.send(Some(t)).unwrap();
+                go_rx.recv().unwrap();
+            })
+        };
+        assert!(done_rx.recv().unwrap().is_none());
+        let s = zone.stats();
+        assert_eq!((s.device_live_bytes, s.device_slabs), (0, 1), "{b:?}");
+        zone.trim();
+        // The worker's cache still holds its range: the slab stays.
+        assert_eq!(zone.stats().device_slabs, 1, "{b:?}");
+        go_tx.send(()).unwrap();
+        let t = done_rx.recv().unwrap().expect("tensor from the worker");
+        assert_eq!(
+            zone.stats().device_live_bytes,
+            zone.info().alignment.max(32),
+            "{b:?}"
+        );
+        drop(t); // into this thread's cache, which trim empties at once
+        zone.trim();
+        assert_eq!(
+            zone.stats().device_reserved_bytes,
+            0,
+            "{b:?} while the worker lives"
+        );
+        go_tx.send(()).unwrap();
+        worker.join().unwrap();
+        let s = zone.stats();
+        assert_eq!((s.device_reserved_bytes, s.tensors_live), (0, 0), "{b:?}");
+        assert_eq!(s.device_allocations, s.device_frees, "{b:?}");
+    }
+}

@@ -363,7 +363,12 @@ impl GpuBackend {
         self.map_blocking(buffer, wgpu::MapMode::Write, offset..end)?;
         let written = buffer
             .get_mapped_range_mut(offset..end)
-            .map(|mut view| view.slice(..data.len()).copy_from_slice(data))
+            .map(|mut view| {
+                // Zero the word padding too: the range may be reused.
+                let (mut head, mut tail) = view.slice(..).split_at(data.len());
+                head.copy_from_slice(data);
+                tail.fill(0);
+            })
             .map_err(|e| Error::MapFailed {
                 detail: e.to_string(),
             });

@@ -62,15 +62,20 @@ pub(crate) fn checked<T: Element>(shape: impl IntoShape) -> Result<(Shape, u64)>
     Ok((shape, bytes))
 }
 
-fn host_vec<T: Element>(len: usize, fill: T) -> Result<Vec<T>> {
+/// An empty `Vec` with room for `len` elements, or a typed error instead
+/// of the allocator's abort.
+fn host_reserve<T: Element>(len: usize) -> Result<Vec<T>> {
     let mut v = Vec::new();
-    v.try_reserve_exact(len).map_err(|e| Error::OutOfMemory {
-        requested: (len * std::mem::size_of::<T>()) as u64,
-        reserved: 0,
-        live: 0,
-        limit: None,
-        detail: format!("host allocation failed: {e}"),
-    })?;
+    v.try_reserve_exact(len)
+        .map_err(|e| Error::HostOutOfMemory {
+            bytes: len.saturating_mul(std::mem::size_of::<T>()) as u64,
+            detail: e.to_string(),
+        })?;
+    Ok(v)
+}
+
+fn host_vec<T: Element>(len: usize, fill: T) -> Result<Vec<T>> {
+    let mut v = host_reserve(len)?;
     v.resize(len, fill);
     Ok(v)
 }
@@ -163,15 +168,7 @@ impl<T: Element> Tensor<T> {
         check_len(&shape, data.len())?;
         match loc {
             Location::Host => {
-                let mut v = host_vec(0, T::zeroed())?;
-                v.try_reserve_exact(data.len())
-                    .map_err(|e| Error::OutOfMemory {
-                        requested: bytes,
-                        reserved: 0,
-                        live: 0,
-                        limit: None,
-                        detail: format!("host allocation failed: {e}"),
-                    })?;
+                let mut v = host_reserve(data.len())?;
                 v.extend_from_slice(data);
                 Tensor::place(zone, shape, bytes, v, loc)
             }
@@ -223,15 +220,7 @@ impl<T: Element> Tensor<T> {
         match array.as_slice() {
             Some(contiguous) => Tensor::from_slice(zone, shape, contiguous, loc),
             None => {
-                let mut v = host_vec(0, T::zeroed())?;
-                v.try_reserve_exact(shape.numel())
-                    .map_err(|e| Error::OutOfMemory {
-                        requested: bytes,
-                        reserved: 0,
-                        live: 0,
-                        limit: None,
-                        detail: format!("host allocation failed: {e}"),
-                    })?;
+                let mut v = host_reserve(shape.numel())?;
                 v.extend(array.iter().copied());
                 Tensor::place(zone, shape, bytes, v, loc)
             }
@@ -475,6 +464,16 @@ impl<T: Element> Tensor<T> {
     /// A wgpu binding of the device copy (made current first) for your own
     /// kernels. The binding's size is the byte length rounded up to 4. If a
     /// kernel writes through it, call [`Tensor::mark_device_written`].
+    ///
+    /// Tensors share pooled buffers and wgpu tracks usage per buffer, so
+    /// declare tensor bindings `var<storage, read_write>` in WGSL: a
+    /// `read`-only binding next to a `read_write` one of the same buffer is
+    /// a usage conflict.
+    ///
+    /// The bytes between the end of the data and the end of the binding
+    /// are zero. A bind group made from the binding must not be used after
+    /// the tensor is dropped or its device copy released: the range goes
+    /// back to the pool, and may hold another tensor's data by then.
     ///
     /// Errors: [`Error::NeedsGpu`] on the CPU backend.
     pub fn binding(&mut self) -> Result<wgpu::BufferBinding<'_>> {

@@ -17,7 +17,8 @@ use crate::zone::{Staging, Zone};
 /// the pool.
 ///
 /// Mapped GPU memory may be write-combined, so the buffer is write-only:
-/// reading it back would be slow or meaningless.
+/// reading it back would be slow or meaningless. It starts zeroed: bytes
+/// left unwritten upload as zeros.
 ///
 /// ```
 /// use tensorzone::{Location, Tensor, Zone};
@@ -45,12 +46,18 @@ impl Zone {
         let (_, bytes) = crate::tier::owned::checked::<T>(len)?;
         self.check_fits(bytes)?;
         let staging = self.acquire_upload(bytes)?;
-        Ok(PinnedBuffer {
+        let mut pinned = PinnedBuffer {
             zone: self.clone(),
             staging: Some(staging),
             len,
             _elem: PhantomData,
-        })
+        };
+        // A reused buffer still holds an earlier upload; bytes the caller
+        // leaves unwritten must read as zeros, not as another tensor's data.
+        if pinned.staging.as_ref().is_some_and(|s| !s.fresh) {
+            pinned.zero()?;
+        }
+        Ok(pinned)
     }
 }
 
@@ -106,6 +113,19 @@ impl<T: Element> PinnedBuffer<T> {
             None => Err(Error::MapFailed {
                 detail: "pinned buffer already consumed".into(),
             }),
+        }
+    }
+
+    /// Zero-fills the buffer up to its padded length (what an upload copies).
+    fn zero(&mut self) -> Result<()> {
+        let padded = crate::backend::copy_len((self.len * std::mem::size_of::<T>()) as u64);
+        match self.staging.as_mut().map(|s| &mut s.block) {
+            Some(StagingBlock::Gpu(buf)) => GpuBackend::with_mapped(buf, padded, |mut w| w.fill(0)),
+            Some(StagingBlock::Cpu(host)) => {
+                host[..padded as usize].fill(0);
+                Ok(())
+            }
+            None => Ok(()),
         }
     }
 
