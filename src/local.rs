@@ -106,8 +106,9 @@ pub(crate) struct Pushed {
     /// The range, when the magazine did not keep it (full, not a slab
     /// range, or the thread is exiting): the caller frees it to the pool.
     pub(crate) back: Option<PoolAlloc>,
-    /// Ranges the magazine held from before a `trim`: they go back to the
-    /// pool too (their frees were counted already).
+    /// Ranges the magazine gave up (held from before a `trim`, or evicted
+    /// to make room): they go back to the pool too (their frees were
+    /// counted already).
     pub(crate) stale: Vec<PoolAlloc>,
 }
 
@@ -149,7 +150,7 @@ pub(crate) fn push(zone: &Arc<ZoneInner>, a: PoolAlloc, tensor_dropped: bool) ->
             return;
         };
         let size = range.size;
-        match e.mag.push(range) {
+        match e.mag.push(range, &mut out.stale) {
             Ok(()) => {
                 add(&e.counters.cached_bytes, size);
                 add(&e.counters.frees, 1);

@@ -47,27 +47,51 @@ impl Magazine {
         Some(a)
     }
 
-    /// Keeps a freed slab range, or hands it back when the magazine is full
-    /// (the caller then returns it to the pool).
+    /// Keeps a freed slab range. To make room it gives up ranges of other
+    /// sizes, oldest size first, so the sizes in use now stay cached; those
+    /// come back in `evicted` for the pool. Hands the range itself back
+    /// when it cannot be kept (not a slab range, larger than the magazine,
+    /// or its size's stack is full).
     #[inline]
-    pub(crate) fn push(&mut self, a: PoolAlloc) -> Result<(), PoolAlloc> {
-        if !a.is_slab() || self.bytes + a.size > self.max_bytes {
+    pub(crate) fn push(
+        &mut self,
+        a: PoolAlloc,
+        evicted: &mut Vec<PoolAlloc>,
+    ) -> Result<(), PoolAlloc> {
+        let size = a.size;
+        if !a.is_slab() || size > self.max_bytes {
             return Err(a);
         }
-        let size = a.size;
         let i = match self.stacks.iter().rposition(|(s, _)| *s == size) {
+            Some(i) if self.stacks[i].1.len() >= MAX_DEPTH => return Err(a),
             Some(i) => i,
-            None if self.stacks.len() < MAX_SIZES => {
+            None => {
+                if self.stacks.len() >= MAX_SIZES {
+                    // Retire the oldest size entirely.
+                    let (_, old) = self.stacks.remove(0);
+                    self.bytes -= old.iter().map(|r| r.size).sum::<u64>();
+                    evicted.extend(old);
+                }
                 self.stacks.push((size, Vec::with_capacity(MAX_DEPTH)));
                 self.stacks.len() - 1
             }
-            None => return Err(a),
         };
-        let stack = &mut self.stacks[i].1;
-        if stack.len() >= MAX_DEPTH {
+        // Make room from other sizes, oldest first.
+        let mut j = 0;
+        while self.bytes + size > self.max_bytes && j < self.stacks.len() {
+            if j != i {
+                if let Some(r) = self.stacks[j].1.pop() {
+                    self.bytes -= r.size;
+                    evicted.push(r);
+                    continue;
+                }
+            }
+            j += 1;
+        }
+        if self.bytes + size > self.max_bytes {
             return Err(a);
         }
-        stack.push(a);
+        self.stacks[i].1.push(a);
         self.bytes += size;
         Ok(())
     }
@@ -102,13 +126,15 @@ mod tests {
     fn keeps_ranges_by_size_lifo() {
         let mut p = pool();
         let mut m = Magazine::new(1 << 20);
+        let mut ev = Vec::new();
         let a = take(&mut p, 256);
         let b = take(&mut p, 256);
         let c = take(&mut p, 1024);
         let (ao, bo, co) = (a.offset, b.offset, c.offset);
-        m.push(a).unwrap();
-        m.push(b).unwrap();
-        m.push(c).unwrap();
+        m.push(a, &mut ev).unwrap();
+        m.push(b, &mut ev).unwrap();
+        m.push(c, &mut ev).unwrap();
+        assert!(ev.is_empty());
         assert_eq!(m.bytes(), 256 + 256 + 1024);
         assert_eq!(m.pop(256).map(|r| r.offset), Some(bo));
         assert_eq!(m.pop(1024).map(|r| r.offset), Some(co));
@@ -119,23 +145,27 @@ mod tests {
     }
 
     #[test]
-    fn refuses_when_full_and_drains_everything() {
+    fn makes_room_from_other_sizes_and_drains_everything() {
         let mut p = pool();
         let mut m = Magazine::new(1024);
+        let mut ev = Vec::new();
         let big = take(&mut p, 2048);
-        let big = m.push(big).expect_err("over the byte cap");
+        let big = m.push(big, &mut ev).expect_err("larger than the magazine");
         p.free(big);
-        for _ in 0..4 {
+        for _ in 0..3 {
             let a = take(&mut p, 256);
-            m.push(a).unwrap();
+            m.push(a, &mut ev).unwrap();
         }
-        let extra = take(&mut p, 256);
-        let extra = m.push(extra).expect_err("byte cap reached");
-        p.free(extra);
+        assert_eq!(m.bytes(), 768);
+        // 768 + 512 > 1024: one 256 B range makes room.
+        let mid = take(&mut p, 512);
+        m.push(mid, &mut ev).unwrap();
+        assert_eq!(ev.len(), 1);
+        assert_eq!(m.bytes(), 2 * 256 + 512);
         let drained = m.drain();
-        assert_eq!(drained.len(), 4);
+        assert_eq!(drained.len(), 3);
         assert_eq!(m.bytes(), 0);
-        for a in drained {
+        for a in ev.into_iter().chain(drained) {
             p.free(a);
         }
         assert_eq!(p.stats().live_bytes, 0);
@@ -145,24 +175,25 @@ mod tests {
     fn depth_and_size_count_are_bounded() {
         let mut p = pool();
         let mut m = Magazine::new(u64::MAX);
+        let mut ev = Vec::new();
         let mut refused = Vec::new();
         for _ in 0..MAX_DEPTH + 2 {
             let a = take(&mut p, 256);
-            if let Err(a) = m.push(a) {
+            if let Err(a) = m.push(a, &mut ev) {
                 refused.push(a);
             }
         }
-        assert_eq!(refused.len(), 2);
-        for i in 0..MAX_SIZES as u64 + 1 {
+        assert_eq!(refused.len(), 2, "a size's stack holds MAX_DEPTH");
+        for i in 0..MAX_SIZES as u64 {
             let a = take(&mut p, 512 + 256 * i);
-            if let Err(a) = m.push(a) {
-                refused.push(a);
-            }
+            m.push(a, &mut ev).unwrap();
         }
-        // 256 B holds one of the 16 size slots; of the 17 new sizes the
-        // first 15 fill the rest, the last 2 are refused.
-        assert_eq!(refused.len(), 4);
-        for a in refused.into_iter().chain(m.drain()) {
+        // 256 B plus 16 new sizes: the oldest size (256 B) was retired whole.
+        assert_eq!(ev.len(), MAX_DEPTH);
+        assert!(m.pop(256).is_none());
+        let a = m.pop(512).expect("512 B kept");
+        p.free(a);
+        for a in refused.into_iter().chain(ev).chain(m.drain()) {
             p.free(a);
         }
         assert_eq!(p.stats().live_bytes, 0);
@@ -174,7 +205,7 @@ mod tests {
         let mut m = Magazine::new(u64::MAX);
         let d = take(&mut p, 512 << 10);
         assert!(!d.is_slab());
-        let d = m.push(d).expect_err("dedicated");
+        let d = m.push(d, &mut Vec::new()).expect_err("dedicated");
         p.free(d);
     }
 }
