@@ -13,63 +13,19 @@
 //! Run: `cargo bench --bench pool`. With `TENSORZONE_BACKEND=cpu` (or no GPU
 //! adapter) the GPU groups are skipped with a printed reason.
 
-use std::collections::HashMap;
 use std::hint::black_box;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+mod common;
 
 use criterion::{BenchmarkId, Criterion, Throughput};
-use tensorzone::{BackendChoice, Location, Tensor, Zone};
+use tensorzone::{Location, Tensor, Zone};
 
 const SIZES: [(u64, &str); 3] = [(256, "256B"), (64 << 10, "64KiB"), (4 << 20, "4MiB")];
 const SAMPLES: usize = 30;
 const MEASURE: Duration = Duration::from_secs(3);
 const WARM_UP: Duration = Duration::from_millis(700);
 const LOOP_ITERS: usize = 10_000;
-
-// ----- in-process sample recorder (criterion does not hand back its medians) -----
-
-/// Per-iteration times (ns) of every sample criterion took, by benchmark key.
-/// Criterion runs warm-up calls first and then exactly `sample_size` samples,
-/// so the last `SAMPLES` entries are the measured ones.
-static RECORDED: Mutex<Option<HashMap<String, Vec<f64>>>> = Mutex::new(None);
-
-fn record(key: &str, ns_per_iter: f64) {
-    let mut g = RECORDED.lock().unwrap();
-    g.get_or_insert_with(HashMap::new)
-        .entry(key.to_string())
-        .or_default()
-        .push(ns_per_iter);
-}
-
-fn median(key: &str) -> Option<f64> {
-    let g = RECORDED.lock().unwrap();
-    let all = g.as_ref()?.get(key)?;
-    let mut v: Vec<f64> = all[all.len().saturating_sub(SAMPLES)..].to_vec();
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    let n = v.len();
-    if n == 0 {
-        return None;
-    }
-    Some(if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    })
-}
-
-/// Times `f` `iters` times per sample and records the per-iteration time.
-fn timed(b: &mut criterion::Bencher<'_>, key: String, mut f: impl FnMut()) {
-    b.iter_custom(|iters| {
-        let start = Instant::now();
-        for _ in 0..iters {
-            f();
-        }
-        let d = start.elapsed();
-        record(&key, d.as_nanos() as f64 / iters as f64);
-        d
-    });
-}
 
 fn fmt_ns(ns: f64) -> String {
     if ns >= 1e6 {
@@ -83,22 +39,6 @@ fn fmt_ns(ns: f64) -> String {
 
 // ----- benchmarks ------------------------------------------------------------
 
-fn gpu_zone() -> Result<Zone, String> {
-    let zone = Zone::builder()
-        .backend(BackendChoice::Gpu)
-        .label("bench pool")
-        .build()
-        .map_err(|e| format!("no GPU zone: {e}"))?;
-    if zone.wgpu_device().is_none() {
-        return Err(format!(
-            "the zone runs on the CPU backend ({}); TENSORZONE_BACKEND={:?} overrides the GPU choice",
-            zone.info(),
-            std::env::var("TENSORZONE_BACKEND").unwrap_or_default()
-        ));
-    }
-    Ok(zone)
-}
-
 fn bench_gpu(c: &mut Criterion, zone: &Zone) {
     let device = zone.wgpu_device().expect("checked by gpu_zone").clone();
     let mut g = c.benchmark_group("pool_gpu");
@@ -110,13 +50,13 @@ fn bench_gpu(c: &mut Criterion, zone: &Zone) {
         // Warm the pool for this size so the measured loop is steady state.
         drop(Tensor::<u8>::empty(zone, [n as usize], Location::Device).unwrap());
         g.bench_function(BenchmarkId::new("tensorzone", name), |b| {
-            timed(b, format!("gpu/tensorzone/{name}"), || {
+            common::timed(b, &format!("gpu/tensorzone/{name}"), || {
                 let t = Tensor::<u8>::empty(zone, [n as usize], Location::Device).unwrap();
                 drop(black_box(t));
             })
         });
         g.bench_function(BenchmarkId::new("raw_create_buffer", name), |b| {
-            timed(b, format!("gpu/raw/{name}"), || {
+            common::timed(b, &format!("gpu/raw/{name}"), || {
                 let buf = device.create_buffer(&wgpu::BufferDescriptor {
                     label: Some("bench raw"),
                     size: n,
@@ -143,13 +83,13 @@ fn bench_cpu(c: &mut Criterion, zone: &Zone) {
         g.throughput(Throughput::Elements(1));
         drop(Tensor::<u8>::empty(zone, [n as usize], Location::Device).unwrap());
         g.bench_function(BenchmarkId::new("tensorzone", name), |b| {
-            timed(b, format!("cpu/tensorzone/{name}"), || {
+            common::timed(b, &format!("cpu/tensorzone/{name}"), || {
                 let t = Tensor::<u8>::empty(zone, [n as usize], Location::Device).unwrap();
                 drop(black_box(t));
             })
         });
         g.bench_function(BenchmarkId::new("vec_zeroed", name), |b| {
-            timed(b, format!("cpu/vec/{name}"), || {
+            common::timed(b, &format!("cpu/vec/{name}"), || {
                 let v = vec![0u8; n as usize];
                 drop(black_box(v));
             })
@@ -181,7 +121,7 @@ fn main() {
 
     // The counter check runs first, on fresh zones, so nothing the benches
     // did before can hide a create_buffer call.
-    let gpu = gpu_zone();
+    let gpu = common::gpu_zone("bench pool");
     let mut lines = Vec::new();
     match &gpu {
         Ok(zone) => {
@@ -225,8 +165,8 @@ fn main() {
     );
     for (zone, peer) in [("gpu", "raw"), ("cpu", "vec")] {
         for (_, name) in SIZES {
-            let tz = median(&format!("{zone}/tensorzone/{name}"));
-            let p = median(&format!("{zone}/{peer}/{name}"));
+            let tz = common::median(&format!("{zone}/tensorzone/{name}"), SAMPLES);
+            let p = common::median(&format!("{zone}/{peer}/{name}"), SAMPLES);
             if let (Some(tz), Some(p)) = (tz, p) {
                 eprintln!(
                     "{:<6} {:<7} {:>14} {:>14} {:>8.1}x{}",

@@ -22,84 +22,24 @@
 //! After the groups the bench prints medians, GB/s and the ratios.
 //! Run: `cargo bench --bench transfer`.
 
-use std::collections::HashMap;
 use std::hint::black_box;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+mod common;
 
 use criterion::{BenchmarkId, Criterion, SamplingMode, Throughput};
-use tensorzone::{BackendChoice, Location, Tensor, Zone};
+use tensorzone::{Location, Tensor, Zone};
 
 const N: usize = 64 << 20;
 const SAMPLES: usize = 15;
 const MEASURE: Duration = Duration::from_secs(4);
 const WARM_UP: Duration = Duration::from_secs(1);
 
-// ----- in-process sample recorder (criterion does not hand back its medians) -----
-
-/// Per-iteration times (ns) of every sample criterion took, by key. Criterion
-/// runs its warm-up first and then exactly `sample_size` samples, so the last
-/// `SAMPLES` entries are the measured ones.
-static RECORDED: Mutex<Option<HashMap<String, Vec<f64>>>> = Mutex::new(None);
-
-fn record(key: &str, ns_per_iter: f64) {
-    let mut g = RECORDED.lock().unwrap();
-    g.get_or_insert_with(HashMap::new)
-        .entry(key.to_string())
-        .or_default()
-        .push(ns_per_iter);
-}
-
-fn median(key: &str) -> Option<f64> {
-    let g = RECORDED.lock().unwrap();
-    let all = g.as_ref()?.get(key)?;
-    let mut v: Vec<f64> = all[all.len().saturating_sub(SAMPLES)..].to_vec();
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    let n = v.len();
-    if n == 0 {
-        return None;
-    }
-    Some(if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    })
-}
-
-/// Times `f` `iters` times per sample and records the per-iteration time.
-fn timed(b: &mut criterion::Bencher<'_>, key: &str, mut f: impl FnMut()) {
-    b.iter_custom(|iters| {
-        let start = Instant::now();
-        for _ in 0..iters {
-            f();
-        }
-        let d = start.elapsed();
-        record(key, d.as_nanos() as f64 / iters as f64);
-        d
-    });
-}
-
 fn gbps(ns: f64) -> f64 {
     N as f64 / ns // bytes per ns = GB/s
 }
 
 // ----- benchmarks ------------------------------------------------------------
-
-fn gpu_zone() -> Result<Zone, String> {
-    let zone = Zone::builder()
-        .backend(BackendChoice::Gpu)
-        .label("bench transfer")
-        .build()
-        .map_err(|e| format!("no GPU zone: {e}"))?;
-    if zone.wgpu_device().is_none() {
-        return Err(format!(
-            "the zone runs on the CPU backend ({}); TENSORZONE_BACKEND={:?} overrides the GPU choice",
-            zone.info(),
-            std::env::var("TENSORZONE_BACKEND").unwrap_or_default()
-        ));
-    }
-    Ok(zone)
-}
 
 fn pattern() -> Vec<u8> {
     (0..N).map(|i| (i % 251) as u8).collect()
@@ -125,14 +65,14 @@ fn bench_upload(c: &mut Criterion, zone: &Zone, data: &[u8]) {
 
     let mut t = Tensor::<u8>::empty(zone, [N], Location::Device).unwrap();
     g.bench_function(BenchmarkId::new("tensorzone", "write_device"), |b| {
-        timed(b, "up/tz/write_device", || {
+        common::timed(b, "up/tz/write_device", || {
             t.write_device(data).unwrap();
             zone.synchronize().unwrap();
         })
     });
 
     g.bench_function(BenchmarkId::new("tensorzone", "from_pinned"), |b| {
-        timed(b, "up/tz/from_pinned", || {
+        common::timed(b, "up/tz/from_pinned", || {
             let mut p = zone.pinned::<u8>(N).unwrap();
             p.write(0, data).unwrap();
             let t = Tensor::from_pinned(zone, [N], p).unwrap();
@@ -142,7 +82,7 @@ fn bench_upload(c: &mut Criterion, zone: &Zone, data: &[u8]) {
     });
 
     g.bench_function(BenchmarkId::new("tensorzone", "upload_pinned"), |b| {
-        timed(b, "up/tz/upload_pinned", || {
+        common::timed(b, "up/tz/upload_pinned", || {
             let mut p = zone.pinned::<u8>(N).unwrap();
             p.write(0, data).unwrap();
             t.upload_pinned(p).unwrap();
@@ -161,7 +101,7 @@ fn bench_upload(c: &mut Criterion, zone: &Zone, data: &[u8]) {
         mapped_at_creation: false,
     });
     g.bench_function(BenchmarkId::new("wgpu", "write_buffer"), |b| {
-        timed(b, "up/wgpu/write_buffer", || {
+        common::timed(b, "up/wgpu/write_buffer", || {
             queue.write_buffer(&buf, 0, data);
             queue.submit([]);
             device.poll(wgpu::PollType::wait_indefinitely()).unwrap();
@@ -170,7 +110,7 @@ fn bench_upload(c: &mut Criterion, zone: &Zone, data: &[u8]) {
 
     let mut dst = vec![0u8; N];
     g.bench_function(BenchmarkId::new("host", "memcpy"), |b| {
-        timed(b, "up/host/memcpy", || {
+        common::timed(b, "up/host/memcpy", || {
             dst.copy_from_slice(black_box(data));
             black_box(&mut dst);
         })
@@ -220,14 +160,14 @@ fn bench_readback(c: &mut Criterion, zone: &Zone, data: &[u8]) {
     t.write_device(data).unwrap();
     zone.synchronize().unwrap();
     g.bench_function(BenchmarkId::new("tensorzone", "to_vec"), |b| {
-        timed(b, "down/tz/to_vec", || {
+        common::timed(b, "down/tz/to_vec", || {
             t.mark_device_written().unwrap();
             let v = t.to_vec().unwrap();
             drop(black_box(v));
         })
     });
     g.bench_function(BenchmarkId::new("tensorzone", "as_slice"), |b| {
-        timed(b, "down/tz/as_slice", || {
+        common::timed(b, "down/tz/as_slice", || {
             t.mark_device_written().unwrap();
             black_box(t.as_slice().unwrap());
         })
@@ -251,7 +191,7 @@ fn bench_readback(c: &mut Criterion, zone: &Zone, data: &[u8]) {
     );
 
     g.bench_function(BenchmarkId::new("wgpu", "fresh_buffer"), |b| {
-        timed(b, "down/wgpu/fresh", || {
+        common::timed(b, "down/wgpu/fresh", || {
             let v = readback_fresh(&device, &queue, &src);
             drop(black_box(v));
         })
@@ -265,7 +205,7 @@ fn bench_readback(c: &mut Criterion, zone: &Zone, data: &[u8]) {
     });
     let mut out = vec![0u8; N];
     g.bench_function(BenchmarkId::new("wgpu", "reused_buffer"), |b| {
-        timed(b, "down/wgpu/reused", || {
+        common::timed(b, "down/wgpu/reused", || {
             readback_reused(&device, &queue, &src, &rb, &mut out);
             black_box(&mut out);
         })
@@ -279,17 +219,17 @@ fn bench_cpu(c: &mut Criterion, data: &[u8]) {
     let mut g = group(c, "cpu_backend_64MiB");
     let mut t = Tensor::<u8>::empty(&zone, [N], Location::Device).unwrap();
     g.bench_function(BenchmarkId::new("tensorzone", "write_device"), |b| {
-        timed(b, "cpu/tz/write_device", || t.write_device(data).unwrap())
+        common::timed(b, "cpu/tz/write_device", || t.write_device(data).unwrap())
     });
     g.bench_function(BenchmarkId::new("tensorzone", "as_slice"), |b| {
-        timed(b, "cpu/tz/as_slice", || {
+        common::timed(b, "cpu/tz/as_slice", || {
             t.mark_device_written().unwrap();
             black_box(t.as_slice().unwrap());
         })
     });
     let mut dst = vec![0u8; N];
     g.bench_function(BenchmarkId::new("host", "memcpy"), |b| {
-        timed(b, "cpu/host/memcpy", || {
+        common::timed(b, "cpu/host/memcpy", || {
             dst.copy_from_slice(black_box(data));
             black_box(&mut dst);
         })
@@ -300,7 +240,7 @@ fn bench_cpu(c: &mut Criterion, data: &[u8]) {
 fn main() {
     let mut c = Criterion::default().configure_from_args();
     let data = pattern();
-    let gpu = gpu_zone();
+    let gpu = common::gpu_zone("bench transfer");
     match &gpu {
         Ok(zone) => {
             bench_upload(&mut c, zone, &data);
@@ -318,13 +258,13 @@ fn main() {
         eprintln!("adapter: {}", zone.info());
     }
     let show = |label: &str, key: &str| {
-        if let Some(ns) = median(key) {
+        if let Some(ns) = common::median(key, SAMPLES) {
             eprintln!("{label:<34} {:>10.3} ms {:>8.2} GB/s", ns / 1e6, gbps(ns));
         }
     };
     // ratio of throughputs tensorzone / peer = peer time / tensorzone time
     let ratio = |label: &str, tz: &str, peer: &str, target: Option<f64>| {
-        if let (Some(t), Some(p)) = (median(tz), median(peer)) {
+        if let (Some(t), Some(p)) = (common::median(tz, SAMPLES), common::median(peer, SAMPLES)) {
             let r = p / t;
             let verdict = match target {
                 Some(min) if r >= min => format!("  (target >= {min} met)"),
