@@ -30,11 +30,6 @@ fn add(c: &AtomicU64, d: u64) {
     c.store(c.load(Relaxed).wrapping_add(d), Relaxed);
 }
 
-#[inline]
-fn sub(c: &AtomicU64, d: u64) {
-    c.store(c.load(Relaxed).wrapping_sub(d), Relaxed);
-}
-
 struct Entry {
     zone_id: u64,
     zone: Weak<ZoneInner>,
@@ -42,6 +37,14 @@ struct Entry {
     epoch: u64,
     mag: Magazine,
     counters: Arc<LocalCounters>,
+}
+
+impl Entry {
+    /// Publishes the bytes the magazine holds now.
+    #[inline]
+    fn sync_cached(&self) {
+        self.counters.cached_bytes.store(self.mag.bytes(), Relaxed);
+    }
 }
 
 impl Drop for Entry {
@@ -85,12 +88,13 @@ pub(crate) fn pop(zone: &ZoneInner, size: u64, new_tensor: bool) -> Local {
         let epoch = zone.trim_epoch.load(Relaxed);
         if e.epoch != epoch {
             e.epoch = epoch;
-            sub(&e.counters.cached_bytes, e.mag.bytes());
-            return Local::Stale(e.mag.drain());
+            let stale = e.mag.drain();
+            e.sync_cached();
+            return Local::Stale(stale);
         }
         match e.mag.pop(size) {
             Some(a) => {
-                sub(&e.counters.cached_bytes, a.size);
+                e.sync_cached();
                 add(&e.counters.allocations, 1);
                 add(&e.counters.tensors_created, u64::from(new_tensor));
                 Local::Hit(a)
@@ -143,21 +147,20 @@ pub(crate) fn push(zone: &Arc<ZoneInner>, a: PoolAlloc, tensor_dropped: bool) ->
         let epoch = zone.trim_epoch.load(Relaxed);
         if e.epoch != epoch {
             e.epoch = epoch;
-            sub(&e.counters.cached_bytes, e.mag.bytes());
             out.stale = e.mag.drain();
         }
         let Some(range) = out.back.take() else {
             return;
         };
-        let size = range.size;
         match e.mag.push(range, &mut out.stale) {
             Ok(()) => {
-                add(&e.counters.cached_bytes, size);
                 add(&e.counters.frees, 1);
                 add(&e.counters.tensors_dropped, u64::from(tensor_dropped));
             }
             Err(range) => out.back = Some(range),
         }
+        // Drains and evictions change the held bytes too: copy the total.
+        e.sync_cached();
     });
     out
 }
@@ -172,8 +175,9 @@ pub(crate) fn drain(zone: &ZoneInner) -> Vec<PoolAlloc> {
             match l.iter_mut().find(|e| e.zone_id == zone.id) {
                 Some(e) => {
                     e.epoch = zone.trim_epoch.load(Relaxed);
-                    sub(&e.counters.cached_bytes, e.mag.bytes());
-                    e.mag.drain()
+                    let ranges = e.mag.drain();
+                    e.sync_cached();
+                    ranges
                 }
                 None => Vec::new(),
             }

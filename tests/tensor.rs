@@ -1644,3 +1644,33 @@ fn trim_reaches_other_threads_caches_on_their_next_call() {
         assert_eq!(s.device_allocations, s.device_frees, "{b:?}");
     }
 }
+
+/// When a thread's range cache makes room by giving up older sizes, the
+/// stats still count exactly what it holds (a cache over-count would hide
+/// live bytes).
+#[test]
+fn range_cache_evictions_keep_stats_exact() {
+    // 256 KiB slabs: each thread caches at most 32 KiB per zone.
+    for zone in common::zones_with(Zone::builder().slab_size(256 << 10)) {
+        let b = zone.backend();
+        let align = zone.info().alignment;
+        for kib in [12u64, 10, 8, 14, 16, 6, 12, 16] {
+            let n = (kib << 10) as usize / 4;
+            drop(Tensor::<u32>::zeros(&zone, [n], Location::Device).unwrap());
+            let s = zone.stats();
+            assert_eq!(s.device_live_bytes, 0, "{b:?} after {kib} KiB");
+            assert_eq!(s.device_cached_bytes, s.device_reserved_bytes, "{b:?}");
+        }
+        let t = Tensor::<u32>::zeros(&zone, [100], Location::Device).unwrap();
+        assert_eq!(
+            zone.stats().device_live_bytes,
+            400u64.div_ceil(align) * align,
+            "{b:?}"
+        );
+        drop(t);
+        let s = zone.stats();
+        assert_eq!(s.device_allocations, s.device_frees, "{b:?}");
+        zone.trim();
+        assert_eq!(zone.stats().device_reserved_bytes, 0, "{b:?}");
+    }
+}
