@@ -116,9 +116,55 @@ pub(crate) struct Pushed {
     pub(crate) stale: Vec<PoolAlloc>,
 }
 
-/// Offers a freed range to this thread's magazine for `zone`.
+/// Offers a freed range to this thread's magazine for `zone`: `Ok` when
+/// kept on the fast path (a stack of its size with room, no trim since).
 #[inline]
-pub(crate) fn push(zone: &Arc<ZoneInner>, a: PoolAlloc, tensor_dropped: bool) -> Pushed {
+pub(crate) fn push(
+    zone: &Arc<ZoneInner>,
+    a: PoolAlloc,
+    tensor_dropped: bool,
+) -> Result<(), Pushed> {
+    let mut a = Some(a);
+    let kept = LOCAL.try_with(|l| {
+        let Ok(mut l) = l.try_borrow_mut() else {
+            return false;
+        };
+        let Some(e) = l.iter_mut().find(|e| e.zone_id == zone.id) else {
+            return false;
+        };
+        if e.epoch != zone.trim_epoch.load(Relaxed) {
+            return false;
+        }
+        let Some(range) = a.take() else {
+            return false;
+        };
+        match e.mag.push_fast(range) {
+            Ok(()) => {
+                e.sync_cached();
+                add(&e.counters.frees, 1);
+                add(&e.counters.tensors_dropped, u64::from(tensor_dropped));
+                true
+            }
+            Err(range) => {
+                a = Some(range);
+                false
+            }
+        }
+    });
+    match (kept, a) {
+        (Ok(true), _) => Ok(()),
+        (_, Some(range)) => Err(push_slow(zone, range, tensor_dropped)),
+        // Not kept, yet taken: cannot happen (taken only to be kept or put
+        // back); report nothing to free rather than free twice.
+        (_, None) => Ok(()),
+    }
+}
+
+/// The rest of `push`: a first range for this zone, a trim since, or a
+/// magazine that must make room.
+#[cold]
+#[inline(never)]
+fn push_slow(zone: &Arc<ZoneInner>, a: PoolAlloc, tensor_dropped: bool) -> Pushed {
     let mut out = Pushed {
         back: Some(a),
         stale: Vec::new(),

@@ -767,11 +767,11 @@ impl Zone {
     pub(crate) fn free_device(&self, range: DeviceRange, tensor_dropped: bool) {
         let alloc = range.alloc;
         let (back, stale) = if alloc.is_slab() {
-            let pushed = local::push(&self.inner, alloc, tensor_dropped);
-            if pushed.back.is_none() && pushed.stale.is_empty() {
-                return;
+            match local::push(&self.inner, alloc, tensor_dropped) {
+                Ok(()) => return,
+                Err(pushed) if pushed.back.is_none() && pushed.stale.is_empty() => return,
+                Err(pushed) => (pushed.back, pushed.stale),
             }
-            (pushed.back, pushed.stale)
         } else {
             (Some(alloc), Vec::new())
         };
