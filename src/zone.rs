@@ -174,8 +174,10 @@ impl ZoneBuilder {
         self
     }
 
-    /// Most device bytes the zone may reserve. Past it, cached blocks are
-    /// released, then allocation fails with [`Error::OutOfMemory`].
+    /// Most device bytes the zone may reserve for tensor storage (slabs and
+    /// dedicated blocks). Past it, cached blocks are released, then
+    /// allocation fails with [`Error::OutOfMemory`]. Staging buffers are
+    /// host memory and not counted here; `staging_idle_limit` bounds them.
     pub fn device_memory_limit(mut self, bytes: u64) -> Self {
         self.limit = Some(bytes);
         self
@@ -509,6 +511,12 @@ impl Zone {
         let (h2d, d2h, d2d) = c.transfers();
         let mut st = self.lock();
         self.sweep_pending(&mut st);
+        // The scratch buffer for copies within one slab is reserved device
+        // memory no tensor holds: cached.
+        let scratch = match &self.inner.backend {
+            Backend::Gpu(g) => g.scratch_bytes(),
+            Backend::Cpu(_) => 0,
+        };
         let lt = &st.local_totals;
         let (mut l_cached, mut l_allocs, mut l_frees, mut l_created, mut l_dropped) = (
             0,
@@ -537,8 +545,8 @@ impl Zone {
             tensors_created: created,
             host_live_bytes: c.host_bytes_live.load(Ordering::Relaxed),
             device_live_bytes: dev.live_bytes.saturating_sub(l_cached),
-            device_reserved_bytes: dev.reserved_bytes,
-            device_cached_bytes: dev.cached_bytes + l_cached,
+            device_reserved_bytes: dev.reserved_bytes + scratch,
+            device_cached_bytes: dev.cached_bytes + l_cached + scratch,
             device_slabs: dev.slabs,
             device_dedicated_blocks: dev.dedicated_blocks,
             device_allocations: dev.allocations + l_allocs,
@@ -589,7 +597,11 @@ impl Zone {
         let after = st.device.stats().reserved_bytes
             + st.upload.stats().reserved_bytes
             + st.readback.stats().reserved_bytes;
-        before - after
+        let scratch = match &self.inner.backend {
+            Backend::Gpu(g) => g.release_scratch(),
+            Backend::Cpu(_) => 0,
+        };
+        before - after + scratch
     }
 
     /// Largest device request the pool can serve now without a new block.
@@ -664,6 +676,7 @@ impl Zone {
         let mine = local::drain(&self.inner);
         if !mine.is_empty() {
             st.give_back(mine);
+            st.device.retract_miss();
             if let Some(alloc) = st.device.try_alloc(bytes) {
                 return Ok(DeviceRange { alloc });
             }
@@ -674,6 +687,7 @@ impl Zone {
         if let Some(limit) = self.inner.limit {
             if st.device.stats().reserved_bytes + plan.size > limit {
                 self.release_cached_device(st);
+                st.device.retract_miss();
                 if let Some(alloc) = st.device.try_alloc(bytes) {
                     return Ok(DeviceRange { alloc });
                 }

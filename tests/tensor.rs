@@ -1674,3 +1674,62 @@ fn range_cache_evictions_keep_stats_exact() {
         assert_eq!(zone.stats().device_reserved_bytes, 0, "{b:?}");
     }
 }
+
+/// A request that succeeds only after cached blocks are released counts as
+/// one request: one miss (it needed a new block), no extra hit or miss.
+#[test]
+fn retried_request_counts_once() {
+    let builder = Zone::builder()
+        .slab_size(256 << 10)
+        .device_memory_limit(3 << 20);
+    for zone in common::zones_with(builder) {
+        let b = zone.backend();
+        drop(Tensor::<u8>::empty(&zone, [2 << 20], Location::Device).unwrap());
+        assert_eq!(zone.stats().device_dedicated_blocks, 1, "{b:?}");
+        let s0 = zone.stats();
+        // 1.5 MiB has another size class; it fits under the limit only once
+        // the cached 2 MiB block is released.
+        let t = Tensor::<u8>::empty(&zone, [3 << 19], Location::Device).unwrap();
+        let s1 = zone.stats();
+        assert_eq!(s1.pool_misses, s0.pool_misses + 1, "{b:?}");
+        assert_eq!(s1.pool_hits, s0.pool_hits, "{b:?}");
+        assert_eq!(
+            s1.device_dedicated_blocks, 1,
+            "{b:?} the cached block went back"
+        );
+        assert_eq!(
+            s1.device_blocks_created,
+            s0.device_blocks_created + 1,
+            "{b:?}"
+        );
+        drop(t);
+    }
+}
+
+/// A copy between two tensors of one slab goes through a scratch buffer on
+/// the GPU: it is reserved (and cached) device memory, and `trim` frees it.
+#[test]
+fn same_slab_copy_scratch_is_accounted_and_trimmed() {
+    for zone in common::zones() {
+        let b = zone.backend();
+        let mut a = Tensor::from_slice(&zone, [4], &[1u32, 2, 3, 4], Location::Device).unwrap();
+        let mut c = Tensor::<u32>::empty(&zone, [4], Location::Device).unwrap();
+        let slab = zone.stats().device_reserved_bytes;
+        c.copy_from(&mut a).unwrap();
+        assert_eq!(c.to_vec().unwrap(), [1, 2, 3, 4], "{b:?}");
+        let s = zone.stats();
+        let scratch = s.device_reserved_bytes - slab;
+        match b {
+            BackendKind::Gpu => assert!(scratch >= 16, "{b:?}: scratch {scratch}"),
+            BackendKind::Cpu => assert_eq!(scratch, 0, "the CPU copies in place"),
+        }
+        assert_eq!(
+            s.device_cached_bytes + s.device_live_bytes,
+            s.device_reserved_bytes
+        );
+        drop((a, c));
+        let released = zone.trim();
+        assert_eq!(zone.stats().device_reserved_bytes, 0, "{b:?}");
+        assert!(released >= slab + scratch, "{b:?}: released {released}");
+    }
+}

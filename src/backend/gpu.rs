@@ -125,6 +125,19 @@ impl GpuBackend {
         Err(Error::DeviceLost { reason })
     }
 
+    /// Bytes of the scratch buffer (0 when none is held).
+    pub(crate) fn scratch_bytes(&self) -> u64 {
+        let scratch = self.scratch.lock().unwrap_or_else(|p| p.into_inner());
+        scratch.as_ref().map_or(0, |b| b.size())
+    }
+
+    /// Drops the scratch buffer; returns its bytes. A later copy within one
+    /// slab makes a new one.
+    pub(crate) fn release_scratch(&self) -> u64 {
+        let mut scratch = self.scratch.lock().unwrap_or_else(|p| p.into_inner());
+        scratch.take().map_or(0, |b| b.size())
+    }
+
     /// Like `check_alive`, after letting wgpu run its callbacks: wgpu reports
     /// a loss (even `Device::destroy`) only when the device is polled, so
     /// the paths that are not per-allocation hot poll first.

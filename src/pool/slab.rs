@@ -315,6 +315,13 @@ impl DevicePool {
         })
     }
 
+    /// Takes back the miss `try_alloc` just counted, for a caller that
+    /// retries the same request (after merging caches or trimming), so one
+    /// request counts once: as a hit if a retry succeeds, else as a miss.
+    pub(crate) fn retract_miss(&mut self) {
+        self.stats.misses = self.stats.misses.saturating_sub(1);
+    }
+
     /// Size and kind of the block the zone must create for `bytes` when try_alloc said None.
     pub(crate) fn plan(&self, bytes: u64) -> BlockPlan {
         if bytes <= self.max_slab_request {
