@@ -82,12 +82,17 @@ fn host_vec<T: Element>(len: usize, fill: T) -> Result<Vec<T>> {
 
 impl<T: Element> Tensor<T> {
     fn unplaced(zone: &Zone, shape: Shape) -> Tensor<T> {
-        Tensor::new_handle(zone, shape, true)
+        Tensor::new_handle(zone, shape, true, None)
     }
 
     /// A tensor with no storage yet; `count` says whether to count it as
     /// created here (else its device allocation has counted it).
-    fn new_handle(zone: &Zone, shape: Shape, count: bool) -> Tensor<T> {
+    fn new_handle(
+        zone: &Zone,
+        shape: Shape,
+        count: bool,
+        device: Option<DeviceRange>,
+    ) -> Tensor<T> {
         if count {
             zone.counters()
                 .tensors_created
@@ -97,7 +102,7 @@ impl<T: Element> Tensor<T> {
             zone: zone.clone(),
             shape,
             host: None,
-            device: None,
+            device,
             bound: None,
             host_current: false,
             device_current: false,
@@ -129,9 +134,7 @@ impl<T: Element> Tensor<T> {
                 // The hot path of pooled allocation: the range comes first,
                 // counting the tensor under the pool's lock.
                 let range = zone.alloc_device(bytes, true)?;
-                let mut t = Tensor::new_handle(zone, shape, false);
-                t.device = Some(range);
-                Ok(t)
+                Ok(Tensor::new_handle(zone, shape, false, Some(range)))
             }
         }
     }
