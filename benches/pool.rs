@@ -39,9 +39,16 @@ fn fmt_ns(ns: f64) -> String {
 
 // ----- benchmarks ------------------------------------------------------------
 
-fn bench_gpu(c: &mut Criterion, zone: &Zone) {
-    let device = zone.wgpu_device().expect("checked by gpu_zone").clone();
-    let mut g = c.benchmark_group("pool_gpu");
+/// One group: pooled alloc + free in `zone` against `peer(n)` at each size.
+/// Medians are recorded as `{tag}/tensorzone/{size}` and `{tag}/{peer_key}/{size}`.
+fn bench_pool(
+    c: &mut Criterion,
+    zone: &Zone,
+    tag: &str,
+    (peer_name, peer_key): (&str, &str),
+    peer: impl Fn(u64),
+) {
+    let mut g = c.benchmark_group(format!("pool_{tag}"));
     g.sample_size(SAMPLES)
         .measurement_time(MEASURE)
         .warm_up_time(WARM_UP);
@@ -50,52 +57,39 @@ fn bench_gpu(c: &mut Criterion, zone: &Zone) {
         // Warm the pool for this size so the measured loop is steady state.
         drop(Tensor::<u8>::empty(zone, [n as usize], Location::Device).unwrap());
         g.bench_function(BenchmarkId::new("tensorzone", name), |b| {
-            common::timed(b, &format!("gpu/tensorzone/{name}"), || {
+            common::timed(b, &format!("{tag}/tensorzone/{name}"), || {
                 let t = Tensor::<u8>::empty(zone, [n as usize], Location::Device).unwrap();
                 drop(black_box(t));
             })
         });
-        g.bench_function(BenchmarkId::new("raw_create_buffer", name), |b| {
-            common::timed(b, &format!("gpu/raw/{name}"), || {
-                let buf = device.create_buffer(&wgpu::BufferDescriptor {
-                    label: Some("bench raw"),
-                    size: n,
-                    usage: wgpu::BufferUsages::STORAGE
-                        | wgpu::BufferUsages::COPY_SRC
-                        | wgpu::BufferUsages::COPY_DST,
-                    mapped_at_creation: false,
-                });
-                drop(black_box(buf));
-            })
+        g.bench_function(BenchmarkId::new(peer_name, name), |b| {
+            common::timed(b, &format!("{tag}/{peer_key}/{name}"), || peer(n))
         });
     }
     g.finish();
+}
+
+fn bench_gpu(c: &mut Criterion, zone: &Zone) {
+    let device = zone.wgpu_device().expect("checked by gpu_zone").clone();
+    bench_pool(c, zone, "gpu", ("raw_create_buffer", "raw"), |n| {
+        let buf = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("bench raw"),
+            size: n,
+            usage: wgpu::BufferUsages::STORAGE
+                | wgpu::BufferUsages::COPY_SRC
+                | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        drop(black_box(buf));
+    });
     // Let wgpu retire anything the raw loop left for the next poll.
     let _ = device.poll(wgpu::PollType::wait_indefinitely());
 }
 
 fn bench_cpu(c: &mut Criterion, zone: &Zone) {
-    let mut g = c.benchmark_group("pool_cpu");
-    g.sample_size(SAMPLES)
-        .measurement_time(MEASURE)
-        .warm_up_time(WARM_UP);
-    for (n, name) in SIZES {
-        g.throughput(Throughput::Elements(1));
-        drop(Tensor::<u8>::empty(zone, [n as usize], Location::Device).unwrap());
-        g.bench_function(BenchmarkId::new("tensorzone", name), |b| {
-            common::timed(b, &format!("cpu/tensorzone/{name}"), || {
-                let t = Tensor::<u8>::empty(zone, [n as usize], Location::Device).unwrap();
-                drop(black_box(t));
-            })
-        });
-        g.bench_function(BenchmarkId::new("vec_zeroed", name), |b| {
-            common::timed(b, &format!("cpu/vec/{name}"), || {
-                let v = vec![0u8; n as usize];
-                drop(black_box(v));
-            })
-        });
-    }
-    g.finish();
+    bench_pool(c, zone, "cpu", ("vec_zeroed", "vec"), |n| {
+        drop(black_box(vec![0u8; n as usize]));
+    });
 }
 
 /// Warm-up of each size, then `LOOP_ITERS` alloc+free rounds of the three
