@@ -343,7 +343,22 @@ impl ZoneInner {
     }
 }
 
+/// Which staging pool: uploads (mapped for writing) or readbacks.
+#[derive(Copy, Clone)]
+enum Direction {
+    Upload,
+    Readback,
+}
+
 impl State {
+    /// The pool and block table of one staging direction.
+    fn staging(&mut self, dir: Direction) -> (&mut StagingPool, &mut Vec<Option<StagingBlock>>) {
+        match dir {
+            Direction::Upload => (&mut self.upload, &mut self.upload_bufs),
+            Direction::Readback => (&mut self.readback, &mut self.readback_bufs),
+        }
+    }
+
     /// Returns magazine ranges to the pool.
     fn give_back(&mut self, ranges: Vec<PoolAlloc>) {
         self.mag_returned += ranges.len() as u64;
@@ -828,77 +843,73 @@ impl Zone {
         self.inner.backend.check_alive_polled()?;
         let mut st = self.lock();
         self.sweep_pending(&mut st);
-        for id in st.upload.trim_unused(STAGING_IDLE_EPOCHS) {
-            take(&mut st.upload_bufs, id);
-        }
-        let mut hit = st.upload.acquire(bytes);
+        let mut hit = self.reuse_staging(&mut st, Direction::Upload, bytes);
         if hit.is_none() && !st.pending.is_empty() {
+            // A re-map may have finished since the sweep: poll once before
+            // making a new buffer.
             if let Backend::Gpu(g) = &self.inner.backend {
                 g.poll();
                 self.sweep_pending(&mut st);
-                hit = st.upload.acquire(bytes);
+                hit = self.reuse_staging(&mut st, Direction::Upload, bytes);
             }
         }
-        if let Some((id, _)) = hit {
-            if let Some(block) = take(&mut st.upload_bufs, id) {
-                return Ok(Staging {
-                    id,
-                    block,
-                    fresh: false,
-                });
-            }
-            st.upload.remove(id);
+        match hit {
+            Some(staging) => Ok(staging),
+            None => self.create_staging(&mut st, Direction::Upload, bytes),
         }
-        let size = st
-            .upload
-            .plan(bytes)
-            .min(self.max_block())
-            .max(crate::backend::copy_len(bytes));
-        let label = format!("{} staging upload", self.inner.label);
-        let block = self
-            .inner
-            .backend
-            .create_upload(size, &label)
-            .map_err(|e| self.staging_error(&st, size, e))?;
-        self.count_staging_created();
-        let id = st.upload.add(size);
-        Ok(Staging {
-            id,
-            block,
-            fresh: true,
-        })
     }
 
     /// A readback staging buffer of at least `bytes`.
     pub(crate) fn acquire_readback(&self, bytes: u64) -> Result<Staging> {
         self.inner.backend.check_alive_polled()?;
         let mut st = self.lock();
-        for id in st.readback.trim_unused(STAGING_IDLE_EPOCHS) {
-            take(&mut st.readback_bufs, id);
+        match self.reuse_staging(&mut st, Direction::Readback, bytes) {
+            Some(staging) => Ok(staging),
+            None => self.create_staging(&mut st, Direction::Readback, bytes),
         }
-        if let Some((id, _)) = st.readback.acquire(bytes) {
-            if let Some(block) = take(&mut st.readback_bufs, id) {
-                return Ok(Staging {
-                    id,
-                    block,
-                    fresh: false,
-                });
+    }
+
+    /// An idle staging buffer of the direction's pool, after releasing the
+    /// ones unused for too long.
+    fn reuse_staging(&self, st: &mut State, dir: Direction, bytes: u64) -> Option<Staging> {
+        let (pool, table) = st.staging(dir);
+        for id in pool.trim_unused(STAGING_IDLE_EPOCHS) {
+            take(table, id);
+        }
+        let (id, _) = pool.acquire(bytes)?;
+        match take(table, id) {
+            Some(block) => Some(Staging {
+                id,
+                block,
+                fresh: false,
+            }),
+            None => {
+                pool.remove(id);
+                None
             }
-            st.readback.remove(id);
         }
+    }
+
+    /// A new staging buffer for the direction's pool.
+    fn create_staging(&self, st: &mut State, dir: Direction, bytes: u64) -> Result<Staging> {
         let size = st
-            .readback
+            .staging(dir)
+            .0
             .plan(bytes)
             .min(self.max_block())
             .max(crate::backend::copy_len(bytes));
-        let label = format!("{} staging readback", self.inner.label);
-        let block = self
-            .inner
-            .backend
-            .create_readback(size, &label)
-            .map_err(|e| self.staging_error(&st, size, e))?;
+        let backend = &self.inner.backend;
+        let made = match dir {
+            Direction::Upload => {
+                backend.create_upload(size, &format!("{} staging upload", self.inner.label))
+            }
+            Direction::Readback => {
+                backend.create_readback(size, &format!("{} staging readback", self.inner.label))
+            }
+        };
+        let block = made.map_err(|e| self.staging_error(st, size, e))?;
         self.count_staging_created();
-        let id = st.readback.add(size);
+        let id = st.staging(dir).0.add(size);
         Ok(Staging {
             id,
             block,
