@@ -64,45 +64,51 @@ thread_local! {
     static LOCAL: RefCell<Vec<Entry>> = const { RefCell::new(Vec::new()) };
 }
 
-/// What a look-up in this thread's magazine found.
-pub(crate) enum Local {
-    /// A cached range of the size asked for.
-    Hit(PoolAlloc),
-    /// Nothing cached (or no magazine, or the thread is exiting).
-    Miss,
-    /// A `trim` happened since this magazine last looked: these ranges must
-    /// go back to the pool.
-    Stale(Vec<PoolAlloc>),
+/// Takes a cached range of exactly `size` reserved bytes for `zone`, or
+/// `None` (nothing cached, no magazine yet, a `trim` since this magazine
+/// last looked, or the thread is exiting): the caller then takes the
+/// pool's lock and calls [`take_stale`] first.
+#[inline(always)]
+pub(crate) fn pop(zone: &ZoneInner, size: u64, new_tensor: bool) -> Option<PoolAlloc> {
+    LOCAL
+        .try_with(|l| {
+            let mut l = l.try_borrow_mut().ok()?;
+            let e = l.iter_mut().find(|e| e.zone_id == zone.id)?;
+            if e.epoch != zone.trim_epoch.load(Relaxed) {
+                return None;
+            }
+            let a = e.mag.pop(size)?;
+            e.sync_cached();
+            add(&e.counters.allocations, 1);
+            add(&e.counters.tensors_created, u64::from(new_tensor));
+            Some(a)
+        })
+        .ok()
+        .flatten()
 }
 
-/// Takes a cached range of exactly `size` reserved bytes for `zone`.
-#[inline]
-pub(crate) fn pop(zone: &ZoneInner, size: u64, new_tensor: bool) -> Local {
-    let found = LOCAL.try_with(|l| {
-        let Ok(mut l) = l.try_borrow_mut() else {
-            return Local::Miss;
-        };
-        let Some(e) = l.iter_mut().find(|e| e.zone_id == zone.id) else {
-            return Local::Miss;
-        };
-        let epoch = zone.trim_epoch.load(Relaxed);
-        if e.epoch != epoch {
+/// The ranges this thread's magazine for `zone` held from before the
+/// latest `trim` (empty when there was none since it last looked): they
+/// must go back to the pool.
+pub(crate) fn take_stale(zone: &ZoneInner) -> Vec<PoolAlloc> {
+    LOCAL
+        .try_with(|l| {
+            let Ok(mut l) = l.try_borrow_mut() else {
+                return Vec::new();
+            };
+            let Some(e) = l.iter_mut().find(|e| e.zone_id == zone.id) else {
+                return Vec::new();
+            };
+            let epoch = zone.trim_epoch.load(Relaxed);
+            if e.epoch == epoch {
+                return Vec::new();
+            }
             e.epoch = epoch;
             let stale = e.mag.drain();
             e.sync_cached();
-            return Local::Stale(stale);
-        }
-        match e.mag.pop(size) {
-            Some(a) => {
-                e.sync_cached();
-                add(&e.counters.allocations, 1);
-                add(&e.counters.tensors_created, u64::from(new_tensor));
-                Local::Hit(a)
-            }
-            None => Local::Miss,
-        }
-    });
-    found.unwrap_or(Local::Miss)
+            stale
+        })
+        .unwrap_or_default()
 }
 
 /// What became of a range offered to this thread's magazine.
@@ -117,54 +123,50 @@ pub(crate) struct Pushed {
 }
 
 /// Offers a freed range to this thread's magazine for `zone`: `Ok` when
-/// kept on the fast path (a stack of its size with room, no trim since).
-#[inline]
+/// kept on the fast path (a stack of its size with room, no trim since),
+/// else the range back for [`push_slow`].
+#[inline(always)]
 pub(crate) fn push(
-    zone: &Arc<ZoneInner>,
+    zone: &ZoneInner,
     a: PoolAlloc,
     tensor_dropped: bool,
-) -> Result<(), Pushed> {
+) -> std::result::Result<(), PoolAlloc> {
+    // The closure borrows the range rather than taking it, so that it is
+    // handed back even when the thread-local is gone (thread exit).
     let mut a = Some(a);
     let kept = LOCAL.try_with(|l| {
         let Ok(mut l) = l.try_borrow_mut() else {
-            return false;
+            return;
         };
         let Some(e) = l.iter_mut().find(|e| e.zone_id == zone.id) else {
-            return false;
+            return;
         };
         if e.epoch != zone.trim_epoch.load(Relaxed) {
-            return false;
+            return;
         }
         let Some(range) = a.take() else {
-            return false;
+            return;
         };
         match e.mag.push_fast(range) {
             Ok(()) => {
                 e.sync_cached();
                 add(&e.counters.frees, 1);
                 add(&e.counters.tensors_dropped, u64::from(tensor_dropped));
-                true
             }
-            Err(range) => {
-                a = Some(range);
-                false
-            }
+            Err(range) => a = Some(range),
         }
     });
-    match (kept, a) {
-        (Ok(true), _) => Ok(()),
-        (_, Some(range)) => Err(push_slow(zone, range, tensor_dropped)),
-        // Not kept, yet taken: cannot happen (taken only to be kept or put
-        // back); report nothing to free rather than free twice.
-        (_, None) => Ok(()),
+    let _ = kept;
+    match a {
+        None => Ok(()),
+        Some(range) => Err(range),
     }
 }
 
 /// The rest of `push`: a first range for this zone, a trim since, or a
 /// magazine that must make room.
 #[cold]
-#[inline(never)]
-fn push_slow(zone: &Arc<ZoneInner>, a: PoolAlloc, tensor_dropped: bool) -> Pushed {
+pub(crate) fn push_slow(zone: &Arc<ZoneInner>, a: PoolAlloc, tensor_dropped: bool) -> Pushed {
     let mut out = Pushed {
         back: Some(a),
         stale: Vec::new(),

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use crate::backend::gpu::{GpuBackend, MAP_FAILED, MAP_READY};
 use crate::backend::{cpu::CpuBackend, Backend, CreateError, DeviceBlock, StagingBlock};
 use crate::error::{Error, Result};
-use crate::local::{self, Local, LocalCounters};
+use crate::local::{self, LocalCounters};
 use crate::pool::{BlockId, DevicePool, DevicePoolConfig, PoolAlloc, StagingPool};
 use crate::stats::{Counters, ZoneStats};
 
@@ -658,22 +658,26 @@ impl Zone {
     /// tensor's bytes; callers overwrite or clear before exposing them).
     /// `new_tensor` counts a tensor created along with it. The caller has
     /// checked `bytes` with `check_fits`.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn alloc_device(&self, bytes: u64, new_tensor: bool) -> Result<DeviceRange> {
         // A range from this thread's cache is already allocated: like any
         // pool hit it skips the device-lost check, which the first transfer
         // on it makes.
-        let mut stale = Vec::new();
         if bytes <= self.inner.local_max_range {
             // The alignment is a power of two: round with a mask, not a
             // division (a `div` is tens of cycles on this path).
             let mask = self.inner.info.alignment - 1;
-            match local::pop(&self.inner, (bytes + mask) & !mask, new_tensor) {
-                Local::Hit(alloc) => return Ok(DeviceRange { alloc }),
-                Local::Stale(ranges) => stale = ranges,
-                Local::Miss => {}
+            if let Some(alloc) = local::pop(&self.inner, (bytes + mask) & !mask, new_tensor) {
+                return Ok(DeviceRange { alloc });
             }
         }
+        self.alloc_device_locked(bytes, new_tensor)
+    }
+
+    /// `alloc_device` past this thread's cache: the pool, under its lock.
+    #[inline(never)]
+    fn alloc_device_locked(&self, bytes: u64, new_tensor: bool) -> Result<DeviceRange> {
+        let stale = local::take_stale(&self.inner);
         self.inner.backend.check_alive()?;
         let mut st = self.lock();
         if !stale.is_empty() {
@@ -797,21 +801,36 @@ impl Zone {
 
     /// Gives a range back to the pool; `tensor_dropped` counts the tensor
     /// that held it as gone.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn free_device(&self, range: DeviceRange, tensor_dropped: bool) {
         let alloc = range.alloc;
-        let (back, stale) = if alloc.is_slab() {
-            match local::push(&self.inner, alloc, tensor_dropped) {
-                Ok(()) => return,
-                Err(pushed) if pushed.back.is_none() && pushed.stale.is_empty() => return,
-                Err(pushed) => (pushed.back, pushed.stale),
+        if alloc.is_slab() {
+            if let Err(alloc) = local::push(&self.inner, alloc, tensor_dropped) {
+                self.free_device_locked(alloc, tensor_dropped);
             }
         } else {
-            (Some(alloc), Vec::new())
+            self.free_device_locked(alloc, tensor_dropped);
+        }
+    }
+
+    /// `free_device` past this thread's cache's fast path: the cache's
+    /// slow path, then the pool under its lock for what it did not keep.
+    #[inline(never)]
+    fn free_device_locked(&self, alloc: PoolAlloc, tensor_dropped: bool) {
+        let pushed = if alloc.is_slab() {
+            local::push_slow(&self.inner, alloc, tensor_dropped)
+        } else {
+            local::Pushed {
+                back: Some(alloc),
+                stale: Vec::new(),
+            }
         };
+        if pushed.back.is_none() && pushed.stale.is_empty() {
+            return;
+        }
         let mut st = self.lock();
-        st.give_back(stale);
-        if let Some(alloc) = back {
+        st.give_back(pushed.stale);
+        if let Some(alloc) = pushed.back {
             st.device.free(alloc);
             st.tensors_dropped += u64::from(tensor_dropped);
         }

@@ -37,7 +37,7 @@ impl Magazine {
     }
 
     /// A held range of exactly `size` reserved bytes.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn pop(&mut self, size: u64) -> Option<PoolAlloc> {
         // Linear search: a thread uses few sizes, and the most recently
         // added size sits last, where loops keep finding it.
@@ -49,7 +49,7 @@ impl Magazine {
 
     /// Keeps a freed range when a stack of its size exists with room and the
     /// bytes fit without evicting anything: the common case, kept short.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn push_fast(&mut self, a: PoolAlloc) -> Result<(), PoolAlloc> {
         let size = a.size;
         if self.bytes + size > self.max_bytes {

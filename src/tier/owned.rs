@@ -49,6 +49,7 @@ pub struct Tensor<T: Element> {
 }
 
 /// Turns a shape-like value into a checked shape and byte count for `T`.
+#[inline(always)]
 pub(crate) fn checked<T: Element>(shape: impl IntoShape) -> Result<(Shape, u64)> {
     let shape = shape.into_shape().map_err(|e| match e {
         // `Shape::new` cannot know the element type; name it here.
@@ -120,23 +121,26 @@ impl<T: Element> Tensor<T> {
     ///
     /// Use it for outputs a kernel or [`Tensor::write_device`] overwrites;
     /// safe code never sees another tensor's old bytes.
+    #[inline(always)]
     pub fn empty(zone: &Zone, shape: impl IntoShape, loc: Location) -> Result<Tensor<T>> {
         let (shape, bytes) = checked::<T>(shape)?;
         match loc {
-            Location::Host => {
-                let mut t = Tensor::unplaced(zone, shape);
-                let v = host_vec(t.shape.numel(), T::zeroed())?;
-                t.set_host(v);
-                Ok(t)
-            }
+            Location::Host => Tensor::empty_host(zone, shape),
             Location::Device => {
                 zone.check_fits(bytes)?;
                 // The hot path of pooled allocation: the range comes first,
-                // counting the tensor under the pool's lock.
+                // counting the tensor along with it.
                 let range = zone.alloc_device(bytes, true)?;
                 Ok(Tensor::new_handle(zone, shape, false, Some(range)))
             }
         }
+    }
+
+    fn empty_host(zone: &Zone, shape: Shape) -> Result<Tensor<T>> {
+        let mut t = Tensor::unplaced(zone, shape);
+        let v = host_vec(t.shape.numel(), T::zeroed())?;
+        t.set_host(v);
+        Ok(t)
     }
 
     /// A tensor of zeros at `loc`.
@@ -634,6 +638,7 @@ fn check_len(shape: &Shape, actual: usize) -> Result<()> {
 }
 
 impl<T: Element> Drop for Tensor<T> {
+    #[inline(always)]
     fn drop(&mut self) {
         let c = self.zone.counters();
         if self.host.take().is_some() {
