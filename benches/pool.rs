@@ -22,8 +22,8 @@ use criterion::{BenchmarkId, Criterion, Throughput};
 use tensorzone::{Location, Tensor, Zone};
 
 const SIZES: [(u64, &str); 3] = [(256, "256B"), (64 << 10, "64KiB"), (4 << 20, "4MiB")];
-const SAMPLES: usize = 30;
-const MEASURE: Duration = Duration::from_secs(3);
+const SAMPLES: usize = 40;
+const MEASURE: Duration = Duration::from_secs(4);
 const WARM_UP: Duration = Duration::from_millis(700);
 const LOOP_ITERS: usize = 10_000;
 
@@ -62,6 +62,19 @@ fn bench_pool(
                 drop(black_box(t));
             })
         });
+        if n == SIZES[0].0 {
+            // The same pair when the caller borrows the tensor and then
+            // moves it (`drop(t)` after `&t` escaped): the move copies the
+            // just-built 128-byte handle, and that copy waits for the
+            // handle's stores to reach the cache.
+            g.bench_function(BenchmarkId::new("tensorzone_moved", name), |b| {
+                common::timed(b, &format!("{tag}/tensorzone_moved/{name}"), || {
+                    let t = Tensor::<u8>::empty(zone, [n as usize], Location::Device).unwrap();
+                    black_box(&t);
+                    drop(t);
+                })
+            });
+        }
         g.bench_function(BenchmarkId::new(peer_name, name), |b| {
             common::timed(b, &format!("{tag}/{peer_key}/{name}"), || peer(n))
         });
@@ -176,6 +189,24 @@ fn main() {
                     }
                 );
             }
+        }
+    }
+    for zone in ["gpu", "cpu"] {
+        let name = SIZES[0].1;
+        let moved = common::median(&format!("{zone}/tensorzone_moved/{name}"), SAMPLES);
+        let peer = common::median(
+            &format!(
+                "{zone}/{}/{name}",
+                if zone == "gpu" { "raw" } else { "vec" }
+            ),
+            SAMPLES,
+        );
+        if let (Some(m), Some(p)) = (moved, peer) {
+            eprintln!(
+                "{zone} {name}, tensor borrowed then moved before drop: {} ({:.1}x the peer)",
+                fmt_ns(m),
+                p / m
+            );
         }
     }
     for l in &lines {
