@@ -18,8 +18,11 @@ pub use error::{Error, Result};
 pub use residency::{CopyState, Location, Residency};
 pub use shape::{IntoShape, Shape};
 pub use stats::{Transfers, ZoneStats};
+pub use tier::arena::{Arena, ArenaTensor};
 pub use tier::owned::Tensor;
 pub use tier::pinned::PinnedBuffer;
+pub use tier::shared::{SharedRead, SharedTensor, WeakTensor};
+pub use tier::small::SmallTensor;
 pub use zone::{BackendChoice, BackendInfo, BackendKind, Zone, ZoneBuilder, BACKEND_ENV};
 
 pub use half::{bf16, f16};

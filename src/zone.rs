@@ -424,8 +424,36 @@ pub(crate) struct DeviceRange {
 }
 
 impl DeviceRange {
+    /// Where the range lies, for transfers.
+    #[inline]
+    pub(crate) fn place(&self) -> DevicePlace {
+        DevicePlace {
+            block: self.alloc.block,
+            offset: self.alloc.offset,
+        }
+    }
+}
+
+/// A position in a device block: where a tensor's device bytes start.
+/// Owned tensors take theirs from a pool range, arena tensors from a
+/// bump offset inside one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct DevicePlace {
+    pub(crate) block: BlockId,
+    pub(crate) offset: u64,
+}
+
+impl DevicePlace {
+    /// The same block, `by` bytes further on.
+    pub(crate) fn advance(self, by: u64) -> DevicePlace {
+        DevicePlace {
+            block: self.block,
+            offset: self.offset + by,
+        }
+    }
+
     pub(crate) fn offset(&self) -> u64 {
-        self.alloc.offset
+        self.offset
     }
 }
 
@@ -788,14 +816,14 @@ impl Zone {
     }
 
     /// The block a range lies in.
-    pub(crate) fn block_of(&self, range: &DeviceRange) -> Result<DeviceBlock> {
+    pub(crate) fn block_of(&self, place: DevicePlace) -> Result<DeviceBlock> {
         self.lock()
             .blocks
-            .get(range.alloc.block.0 as usize)
+            .get(place.block.0 as usize)
             .cloned()
             .flatten()
             .ok_or_else(|| Error::Backend {
-                detail: format!("pool range of unknown block {:?}", range.alloc.block),
+                detail: format!("pool range of unknown block {:?}", place.block),
             })
     }
 
@@ -984,7 +1012,7 @@ impl Zone {
 
     /// Copies `data` into a device range: straight into the block on the
     /// CPU, through a pooled upload buffer on the GPU. Counted.
-    pub(crate) fn upload(&self, dst: &DeviceRange, data: &[u8]) -> Result<()> {
+    pub(crate) fn upload(&self, dst: DevicePlace, data: &[u8]) -> Result<()> {
         match (&self.inner.backend, self.block_of(dst)?) {
             (_, DeviceBlock::Cpu(b)) => b.write(dst.offset(), data),
             (Backend::Gpu(g), DeviceBlock::Gpu(buf))
@@ -1020,7 +1048,7 @@ impl Zone {
     pub(crate) fn upload_staging(
         &self,
         staging: Staging,
-        dst: &DeviceRange,
+        dst: DevicePlace,
         len: u64,
     ) -> Result<()> {
         let block = match self.block_of(dst) {
@@ -1064,7 +1092,7 @@ impl Zone {
     }
 
     /// Copies a device range into `out`. Counted.
-    pub(crate) fn download(&self, src: &DeviceRange, out: &mut [u8]) -> Result<()> {
+    pub(crate) fn download(&self, src: DevicePlace, out: &mut [u8]) -> Result<()> {
         match (&self.inner.backend, &self.block_of(src)?) {
             (Backend::Cpu(_), DeviceBlock::Cpu(b)) => b.read(src.offset(), out),
             (Backend::Gpu(g), DeviceBlock::Gpu(buf))
@@ -1107,7 +1135,7 @@ impl Zone {
     }
 
     /// Copies `len` bytes between two device ranges. Counted.
-    pub(crate) fn copy_device(&self, src: &DeviceRange, dst: &DeviceRange, len: u64) -> Result<()> {
+    pub(crate) fn copy_device(&self, src: DevicePlace, dst: DevicePlace, len: u64) -> Result<()> {
         self.inner.backend.check_alive()?;
         let (src_block, dst_block) = (self.block_of(src)?, self.block_of(dst)?);
         let copy = match &src_block {
@@ -1122,7 +1150,7 @@ impl Zone {
     }
 
     /// Zero-fills the first `len` bytes of a device range.
-    pub(crate) fn clear_device(&self, range: &DeviceRange, len: u64) -> Result<()> {
+    pub(crate) fn clear_device(&self, range: DevicePlace, len: u64) -> Result<()> {
         self.inner.backend.check_alive()?;
         let block = self.block_of(range)?;
         let len = match &block {

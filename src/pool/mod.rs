@@ -13,6 +13,7 @@
 //!   direction, reusing them by size class and evicting idle ones beyond a
 //!   limit.
 
+pub(crate) mod bump;
 pub(crate) mod magazine;
 pub(crate) mod slab;
 pub(crate) mod staging;

@@ -1,5 +1,10 @@
-//! The tiers of tensor storage. This release has tier 3, owned tensors;
-//! the arena, shared and inline tiers build on the same zone.
+//! The four tiers of tensor storage, chosen by lifetime (see the crate
+//! docs' guide): inline [`small`] tensors, per-frame [`arena`] tensors,
+//! [`owned`] tensors and ref-counted [`shared`] ones.
 
+pub mod arena;
 pub mod owned;
 pub mod pinned;
+pub mod shared;
+pub mod small;
+pub(crate) mod sync;

@@ -1,7 +1,6 @@
 //! Tier 3: `Tensor<T>`, uniquely owned storage that returns to the pool on drop.
 
 use std::fmt;
-use std::num::NonZeroU64;
 use std::sync::atomic::Ordering;
 
 use ndarray::{ArrayBase, ArrayD, ArrayViewD, ArrayViewMutD, Data, Dimension, IxDyn};
@@ -11,7 +10,8 @@ use crate::error::{Error, Result};
 use crate::residency::{Location, Residency};
 use crate::shape::{IntoShape, Shape};
 use crate::tier::pinned::PinnedBuffer;
-use crate::zone::{DeviceRange, Zone};
+use crate::tier::sync::{self, check_len, Parts, Storage, SyncState};
+use crate::zone::{DevicePlace, DeviceRange, Zone};
 
 /// A tensor owned by one handle. Its bytes may live on the host, on the
 /// device or both; the tensor knows which copy is current and moves data
@@ -40,12 +40,7 @@ pub struct Tensor<T: Element> {
     /// The device block's wgpu buffer, looked up on the first `binding` so
     /// that allocation itself touches no buffer handle.
     bound: Option<Box<wgpu::Buffer>>,
-    host_current: bool,
-    device_current: bool,
-    /// The device range holds bytes this tensor put there (it has been
-    /// current at least once since it was taken from the pool). Until then
-    /// it may hold a dropped tensor's bytes, which must never be exposed.
-    device_init: bool,
+    state: SyncState,
 }
 
 /// Turns a shape-like value into a checked shape and byte count for `T`.
@@ -105,9 +100,7 @@ impl<T: Element> Tensor<T> {
             host: None,
             device,
             bound: None,
-            host_current: false,
-            device_current: false,
-            device_init: false,
+            state: SyncState::default(),
         }
     }
 
@@ -147,8 +140,8 @@ impl<T: Element> Tensor<T> {
     pub fn zeros(zone: &Zone, shape: impl IntoShape, loc: Location) -> Result<Tensor<T>> {
         let mut t = Tensor::empty(zone, shape, loc)?;
         match loc {
-            Location::Host => t.host_current = true,
-            Location::Device => t.sync_device()?,
+            Location::Host => t.state.host_current = true,
+            Location::Device => sync::sync_device(&mut t)?,
         }
         Ok(t)
     }
@@ -267,89 +260,38 @@ impl<T: Element> Tensor<T> {
         }
         let mut t = Tensor::unplaced(zone, shape);
         t.set_host(v);
-        t.host_current = true;
+        t.state.host_current = true;
         if loc == Location::Device {
-            t.sync_device()?;
+            sync::sync_device(&mut t)?;
         }
         Ok(t)
     }
 
     // ----- residency -------------------------------------------------------
 
-    fn device_range(&mut self) -> Result<&DeviceRange> {
-        if self.device.is_none() {
-            self.zone.check_fits(self.byte_len())?;
-            self.device = Some(self.zone.alloc_device(self.byte_len(), false)?);
-        }
-        self.device
-            .as_ref()
-            .ok_or(Error::NoDeviceCopy { op: "device_range" })
-    }
-
-    fn sync_device(&mut self) -> Result<()> {
-        if self.device_current {
-            return Ok(());
-        }
-        self.device_range()?;
-        let (Some(range), zone) = (self.device.as_ref(), &self.zone) else {
-            return Err(Error::NoDeviceCopy { op: "to_device" });
-        };
-        match (&self.host, self.host_current) {
-            (Some(h), true) => zone.upload(range, bytemuck::cast_slice(h))?,
-            _ => zone.clear_device(range, self.byte_len())?,
-        }
-        self.device_current = true;
-        self.device_init = true;
-        Ok(())
-    }
-
-    fn sync_host(&mut self) -> Result<()> {
-        if self.host_current {
-            return Ok(());
-        }
-        if self.host.is_none() {
-            let v = host_vec(self.shape.numel(), T::zeroed())?;
-            self.set_host(v);
-        }
-        match (&mut self.host, &self.device, self.device_current) {
-            (Some(h), Some(range), true) => {
-                self.zone.download(range, bytemuck::cast_slice_mut(h))?
-            }
-            (Some(h), _, _) => h.fill(T::zeroed()),
-            (None, _, _) => return Err(Error::NoDeviceCopy { op: "to_host" }),
-        }
-        self.host_current = true;
-        Ok(())
-    }
-
     /// Makes the device copy current: uploads once if the host copy is
     /// newer; does nothing if the device copy is already current.
     pub fn to_device(&mut self) -> Result<()> {
-        self.sync_device()
+        sync::sync_device(self)
     }
 
     /// Makes the host copy current: downloads once if the device copy is
     /// newer; does nothing if the host copy is already current.
     pub fn to_host(&mut self) -> Result<()> {
-        self.sync_host()
+        sync::sync_host(self)
     }
 
     /// Which copies exist and which are current.
     pub fn residency(&self) -> Residency {
-        Residency::of(
-            self.host.is_some(),
-            self.host_current,
-            self.device.is_some(),
-            self.device_current,
-        )
+        sync::residency(self)
     }
 
     /// Releases the host copy, keeping the device one (made current first).
     pub fn drop_host_copy(&mut self) -> Result<()> {
         if self.host.is_some() {
-            self.sync_device()?;
+            sync::sync_device(self)?;
             self.host = None;
-            self.host_current = false;
+            self.state.host_current = false;
             self.zone.counters().sub_host(self.byte_len());
         }
         Ok(())
@@ -358,9 +300,9 @@ impl<T: Element> Tensor<T> {
     /// Releases the device copy, keeping the host one (made current first).
     pub fn drop_device_copy(&mut self) -> Result<()> {
         if self.device.is_some() {
-            self.sync_host()?;
-            self.device_current = false;
-            self.device_init = false;
+            sync::sync_host(self)?;
+            self.state.device_current = false;
+            self.state.device_init = false;
             self.bound = None;
             if let Some(range) = self.device.take() {
                 self.zone.free_device(range, false);
@@ -373,37 +315,24 @@ impl<T: Element> Tensor<T> {
 
     /// The elements on the host, downloading first if the device is newer.
     pub fn as_slice(&mut self) -> Result<&[T]> {
-        self.sync_host()?;
-        self.host
-            .as_deref()
-            .ok_or(Error::NoDeviceCopy { op: "as_slice" })
+        sync::as_slice(self)
     }
 
     /// The elements on the host for writing; the device copy becomes stale.
     pub fn as_mut_slice(&mut self) -> Result<&mut [T]> {
-        self.sync_host()?;
-        self.device_current = false;
-        self.host
-            .as_deref_mut()
-            .ok_or(Error::NoDeviceCopy { op: "as_mut_slice" })
+        sync::as_mut_slice(self)
     }
 
     /// An ndarray view of the host copy, downloading first if needed.
     pub fn view(&mut self) -> Result<ArrayViewD<'_, T>> {
         let dims = IxDyn(self.shape.dims());
-        let data = self.as_slice()?;
-        ArrayViewD::from_shape(dims, data).map_err(|e| Error::Backend {
-            detail: e.to_string(),
-        })
+        view_of(dims, self.as_slice()?)
     }
 
     /// A mutable ndarray view of the host copy; the device copy becomes stale.
     pub fn view_mut(&mut self) -> Result<ArrayViewMutD<'_, T>> {
         let dims = IxDyn(self.shape.dims());
-        let data = self.as_mut_slice()?;
-        ArrayViewMutD::from_shape(dims, data).map_err(|e| Error::Backend {
-            detail: e.to_string(),
-        })
+        view_mut_of(dims, self.as_mut_slice()?)
     }
 
     /// The elements, row-major, downloading first if needed.
@@ -418,17 +347,7 @@ impl<T: Element> Tensor<T> {
 
     /// Overwrites the elements from the host; the device copy becomes stale.
     pub fn write_host(&mut self, data: &[T]) -> Result<()> {
-        check_len(&self.shape, data.len())?;
-        if self.host.is_none() {
-            let v = host_vec(self.shape.numel(), T::zeroed())?;
-            self.set_host(v);
-        }
-        if let Some(h) = self.host.as_mut() {
-            h.copy_from_slice(data);
-        }
-        self.host_current = true;
-        self.device_current = false;
-        Ok(())
+        sync::write_host(self, data)
     }
 
     // ----- device access ---------------------------------------------------
@@ -436,16 +355,7 @@ impl<T: Element> Tensor<T> {
     /// Overwrites the device copy straight from `data` (one upload, no host
     /// copy kept current); the host copy becomes stale.
     pub fn write_device(&mut self, data: &[T]) -> Result<()> {
-        check_len(&self.shape, data.len())?;
-        self.device_range()?;
-        let (Some(range), zone) = (self.device.as_ref(), &self.zone) else {
-            return Err(Error::NoDeviceCopy { op: "write_device" });
-        };
-        zone.upload(range, bytemuck::cast_slice(data))?;
-        self.device_current = true;
-        self.device_init = true;
-        self.host_current = false;
-        Ok(())
+        sync::write_device(self, data)
     }
 
     /// Overwrites the device copy from a pinned buffer (one staging→device
@@ -455,16 +365,14 @@ impl<T: Element> Tensor<T> {
         if !pinned.zone().same_zone(&self.zone) {
             return Err(Error::ZoneMismatch);
         }
-        self.device_range()?;
-        let (Some(range), zone) = (self.device.as_ref(), &self.zone) else {
-            return Err(Error::NoDeviceCopy {
-                op: "upload_pinned",
-            });
-        };
-        zone.upload_staging(pinned.into_staging(), range, self.byte_len())?;
-        self.device_current = true;
-        self.device_init = true;
-        self.host_current = false;
+        self.ensure_device()?;
+        let len = self.byte_len();
+        let p = self.parts();
+        let place = p.device.ok_or(Error::NoDeviceCopy {
+            op: "upload_pinned",
+        })?;
+        p.zone.upload_staging(pinned.into_staging(), place, len)?;
+        p.state.device_written();
         Ok(())
     }
 
@@ -484,30 +392,7 @@ impl<T: Element> Tensor<T> {
     ///
     /// Errors: [`Error::NeedsGpu`] on the CPU backend.
     pub fn binding(&mut self) -> Result<wgpu::BufferBinding<'_>> {
-        if self.zone.wgpu_device().is_none() {
-            return Err(Error::NeedsGpu { op: "binding" });
-        }
-        self.sync_device()?;
-        let size = NonZeroU64::new(crate::backend::copy_len(self.byte_len()));
-        let Some(range) = &self.device else {
-            return Err(Error::NoDeviceCopy { op: "binding" });
-        };
-        if self.bound.is_none() {
-            match self.zone.block_of(range)? {
-                crate::backend::DeviceBlock::Gpu(buffer) => self.bound = Some(Box::new(buffer)),
-                crate::backend::DeviceBlock::Cpu(_) => {
-                    return Err(Error::NeedsGpu { op: "binding" })
-                }
-            }
-        }
-        match &self.bound {
-            Some(buffer) => Ok(wgpu::BufferBinding {
-                buffer,
-                offset: range.offset(),
-                size,
-            }),
-            None => Err(Error::NeedsGpu { op: "binding" }),
-        }
+        sync::binding(self)
     }
 
     /// Records that device work wrote the device copy: the host copy is
@@ -517,22 +402,7 @@ impl<T: Element> Tensor<T> {
     /// binding, upload or copy), the range is cleared first, so it reads as
     /// zeros and never as a dropped tensor's bytes.
     pub fn mark_device_written(&mut self) -> Result<()> {
-        if self.device.is_none() {
-            return Err(Error::NoDeviceCopy {
-                op: "mark_device_written",
-            });
-        }
-        if !self.device_init {
-            // Nothing of this tensor's was ever on the device: without a
-            // clear, the range would show a dropped tensor's bytes.
-            if let Some(range) = &self.device {
-                self.zone.clear_device(range, self.byte_len())?;
-            }
-        }
-        self.device_current = true;
-        self.device_init = true;
-        self.host_current = false;
-        Ok(())
+        sync::mark_device_written(self)
     }
 
     /// Copies `src` into this tensor on the device (one device→device copy;
@@ -540,51 +410,38 @@ impl<T: Element> Tensor<T> {
     ///
     /// Errors: [`Error::ShapeMismatch`], [`Error::ZoneMismatch`].
     pub fn copy_from(&mut self, src: &mut Tensor<T>) -> Result<()> {
-        if !self.zone.same_zone(&src.zone) {
-            return Err(Error::ZoneMismatch);
-        }
-        if self.shape != src.shape {
-            return Err(Error::ShapeMismatch {
-                left: self.dims().to_vec(),
-                right: src.dims().to_vec(),
-            });
-        }
-        src.sync_device()?;
-        self.device_range()?;
-        match (&src.device, &self.device) {
-            (Some(s), Some(d)) => self.zone.copy_device(s, d, self.byte_len())?,
-            _ => return Err(Error::NoDeviceCopy { op: "copy_from" }),
-        }
-        self.device_current = true;
-        self.device_init = true;
-        self.host_current = false;
-        Ok(())
+        sync::copy_device(self, src)
     }
 
     /// A new tensor with the same contents: a device→device copy when the
     /// device copy is current, else a host copy; an unwritten tensor gives
     /// an unwritten one with its storage on the same side.
     pub fn try_clone(&mut self) -> Result<Tensor<T>> {
-        if self.device_current {
-            let mut t = Tensor::empty(&self.zone, self.shape.clone(), Location::Device)?;
-            t.copy_from(self)?;
+        Tensor::copy_of(self)
+    }
+
+    /// A new owned tensor with the contents of any tier's tensor `src`, in
+    /// `src`'s zone (see [`Tensor::try_clone`]).
+    pub(crate) fn copy_of(src: &mut impl Storage<T>) -> Result<Tensor<T>> {
+        let zone = src.zone().clone();
+        let shape = src.shape().clone();
+        let st = *src.state();
+        if st.device_current {
+            let mut t = Tensor::empty(&zone, shape, Location::Device)?;
+            sync::copy_device(&mut t, src)?;
             Ok(t)
-        } else if let (true, Some(h)) = (self.host_current, &self.host) {
-            let v = h.to_vec();
-            Tensor::place(
-                &self.zone,
-                self.shape.clone(),
-                self.byte_len(),
-                v,
-                Location::Host,
-            )
+        } else if let (true, Some(h)) = (st.host_current, src.host()) {
+            let mut v = host_reserve(h.len())?;
+            v.extend_from_slice(h);
+            let bytes = src.byte_len();
+            Tensor::place(&zone, shape, bytes, v, Location::Host)
         } else {
-            let loc = if self.device.is_some() {
+            let loc = if src.device().is_some() {
                 Location::Device
             } else {
                 Location::Host
             };
-            Tensor::empty(&self.zone, self.shape.clone(), loc)
+            Tensor::empty(&zone, shape, loc)
         }
     }
 
@@ -627,14 +484,63 @@ impl<T: Element> Tensor<T> {
     }
 }
 
-fn check_len(shape: &Shape, actual: usize) -> Result<()> {
-    if shape.numel() != actual {
-        return Err(Error::LengthMismatch {
-            expected: shape.numel(),
-            actual,
-        });
+/// An ndarray view of `data` with `dims`.
+pub(crate) fn view_of<T>(dims: IxDyn, data: &[T]) -> Result<ArrayViewD<'_, T>> {
+    ArrayViewD::from_shape(dims, data).map_err(|e| Error::Backend {
+        detail: e.to_string(),
+    })
+}
+
+/// A mutable ndarray view of `data` with `dims`.
+pub(crate) fn view_mut_of<T>(dims: IxDyn, data: &mut [T]) -> Result<ArrayViewMutD<'_, T>> {
+    ArrayViewMutD::from_shape(dims, data).map_err(|e| Error::Backend {
+        detail: e.to_string(),
+    })
+}
+
+impl<T: Element> Storage<T> for Tensor<T> {
+    fn zone(&self) -> &Zone {
+        &self.zone
     }
-    Ok(())
+    fn shape(&self) -> &Shape {
+        &self.shape
+    }
+    fn state(&self) -> &SyncState {
+        &self.state
+    }
+    fn has_host(&self) -> bool {
+        self.host.is_some()
+    }
+    fn host(&self) -> Option<&[T]> {
+        self.host.as_deref()
+    }
+    fn device(&self) -> Option<DevicePlace> {
+        self.device.as_ref().map(DeviceRange::place)
+    }
+    fn parts(&mut self) -> Parts<'_, T> {
+        Parts {
+            zone: &self.zone,
+            host: self.host.as_deref_mut(),
+            device: self.device.as_ref().map(DeviceRange::place),
+            state: &mut self.state,
+            bound: &mut self.bound,
+        }
+    }
+    fn ensure_host(&mut self) -> Result<()> {
+        if self.host.is_none() {
+            let v = host_vec(self.shape.numel(), T::zeroed())?;
+            self.set_host(v);
+        }
+        Ok(())
+    }
+    fn ensure_device(&mut self) -> Result<()> {
+        if self.device.is_none() {
+            let len = self.byte_len();
+            self.zone.check_fits(len)?;
+            self.device = Some(self.zone.alloc_device(len, false)?);
+        }
+        Ok(())
+    }
 }
 
 impl<T: Element> Drop for Tensor<T> {

@@ -1,0 +1,588 @@
+//! Tier 2: arenas for per-frame and per-batch temporaries.
+//!
+//! An [`Arena`] bump-allocates tensors on the host and on the device from
+//! blocks it keeps: host chunks it owns, and device ranges taken from the
+//! zone's pool. [`Arena::reset`] forgets every allocation in O(1) and keeps
+//! the blocks for the next frame; dropping the arena gives them back.
+//!
+//! An [`ArenaTensor<'a, T>`] borrows its arena, so the compiler rejects an
+//! arena tensor that outlives its arena, is used after `reset`, or leaves the
+//! function that owns the arena. Copy one out with [`ArenaTensor::to_owned`].
+//!
+//! GPU work submitted in one frame sees that frame's bytes even after the
+//! next frame reuses the memory: every write to device memory (uploads,
+//! clears, copies) goes through the zone's queue, which runs it after the
+//! work submitted before it.
+
+// The arena core hands out disjoint slices of its host chunks while the
+// arena is shared-borrowed; that needs raw pointers (see `HostChunks`).
+#![allow(unsafe_code)]
+
+use std::cell::RefCell;
+use std::fmt;
+use std::ptr::NonNull;
+
+use ndarray::{ArrayD, ArrayViewD, ArrayViewMutD, IxDyn};
+
+use crate::dtype::{DType, Element};
+use crate::error::{Error, Result};
+use crate::pool::bump::{Bump, Bumped};
+use crate::residency::{Location, Residency};
+use crate::shape::{IntoShape, Shape};
+use crate::tier::owned::{checked, view_mut_of, view_of, Tensor};
+use crate::tier::sync::{self, check_len, Parts, Storage, SyncState};
+use crate::zone::{DevicePlace, DeviceRange, Zone};
+
+/// Smallest host chunk (bytes).
+const HOST_CHUNK: u64 = 64 << 10;
+/// Smallest device chunk (bytes) when the arena was made without a capacity.
+const DEVICE_CHUNK: u64 = 1 << 20;
+/// Alignment of host allocations: the largest element alignment.
+const HOST_ALIGN: u64 = 8;
+
+/// Host chunks: zeroed `u64` blocks, leaked from their boxes so that slices
+/// handed out of them stay valid while the chunk list grows, and freed on
+/// drop.
+struct HostChunks {
+    chunks: Vec<(NonNull<u64>, usize)>,
+}
+
+impl HostChunks {
+    /// Adds a zeroed chunk of at least `bytes`; returns its size in bytes.
+    fn add(&mut self, bytes: u64) -> Result<u64> {
+        let words = usize::try_from(bytes.div_ceil(8)).map_err(|_| Error::HostOutOfMemory {
+            bytes,
+            detail: "larger than the address space".into(),
+        })?;
+        let mut v: Vec<u64> = Vec::new();
+        v.try_reserve_exact(words)
+            .map_err(|e| Error::HostOutOfMemory {
+                bytes,
+                detail: e.to_string(),
+            })?;
+        v.resize(words, 0);
+        let raw = Box::into_raw(v.into_boxed_slice());
+        let ptr = NonNull::new(raw.cast::<u64>()).ok_or_else(|| Error::HostOutOfMemory {
+            bytes,
+            detail: "null chunk".into(),
+        })?;
+        self.chunks.push((ptr, words));
+        Ok(words as u64 * 8)
+    }
+
+    /// A slice of `len` elements at byte `offset` of chunk `chunk`,
+    /// zero-filled when `zero`.
+    ///
+    /// The caller (the arena) guarantees that the bytes were handed out by
+    /// its bump allocator since the last reset, to this call only.
+    fn slice<'a, T: Element>(
+        &self,
+        chunk: usize,
+        offset: u64,
+        len: usize,
+        zero: bool,
+    ) -> &'a mut [T] {
+        let (base, words) = self.chunks[chunk];
+        let bytes = len * std::mem::size_of::<T>();
+        debug_assert!(
+            offset as usize + bytes <= words * 8 && offset % std::mem::align_of::<T>() as u64 == 0,
+            "arena slice out of its chunk or misaligned: offset {offset}, {bytes} bytes, chunk of {} bytes",
+            words * 8
+        );
+        // SAFETY: `base` points to a live allocation of `words` u64s (freed
+        // only in `drop`, which needs the arena by value, so after every
+        // `'a` borrow ended). The bump allocator placed `offset..offset +
+        // bytes` inside it, aligned to `HOST_ALIGN` (>= align_of::<T>()),
+        // and hands each byte to one allocation between resets; `reset`
+        // takes `&mut Arena`, so no slice from before it is alive. The
+        // memory was zero-initialised when the chunk was made and `T: Pod`
+        // accepts any bytes, so every element is a valid `T`.
+        let s = unsafe {
+            let p = base.as_ptr().cast::<u8>().add(offset as usize).cast::<T>();
+            std::slice::from_raw_parts_mut(p, len)
+        };
+        if zero {
+            s.fill(T::zeroed());
+        }
+        s
+    }
+}
+
+// SAFETY: the chunks are plain heap memory owned by this value, with no
+// tie to the thread that made them; the slices handed out of them borrow
+// the arena, whose `RefCell` keeps it from being shared between threads.
+unsafe impl Send for HostChunks {}
+
+impl Drop for HostChunks {
+    fn drop(&mut self) {
+        for &(ptr, words) in &self.chunks {
+            // SAFETY: each pointer came from `Box::into_raw` of a boxed
+            // slice of exactly `words` u64s and is freed once, here.
+            drop(unsafe { Box::from_raw(std::ptr::slice_from_raw_parts_mut(ptr.as_ptr(), words)) });
+        }
+    }
+}
+
+struct State {
+    host: Bump,
+    host_chunks: HostChunks,
+    device: Bump,
+    device_chunks: Vec<DeviceRange>,
+}
+
+/// A bump allocator of tensors for one frame, batch or request. See the
+/// [module docs](self).
+///
+/// ```
+/// use tensorzone::{Location, Zone};
+/// let zone = Zone::new().unwrap();
+/// let mut arena = zone.arena();
+/// for frame in 0..3u32 {
+///     let mut a = arena.from_slice([4], &[frame; 4], Location::Device).unwrap();
+///     let b = arena.zeros::<f32>([1024], Location::Device).unwrap();
+///     assert_eq!(a.to_vec().unwrap(), [frame; 4]);
+///     drop(b);
+///     arena.reset(); // O(1); the blocks stay for the next frame
+/// }
+/// ```
+pub struct Arena {
+    zone: Zone,
+    /// One thread allocates from an arena at a time: `RefCell` state makes
+    /// it `Send` but not `Sync`, so its tensors stay on that thread.
+    state: RefCell<State>,
+}
+
+impl Zone {
+    /// An empty arena: it takes blocks on first use (host chunks of 64 KiB
+    /// and up, device chunks of 1 MiB and up from the pool).
+    pub fn arena(&self) -> Arena {
+        Arena::new(self, DEVICE_CHUNK)
+    }
+
+    /// An arena whose first device chunk holds at least `bytes`; later
+    /// chunks are as large.
+    pub fn arena_with_capacity(&self, bytes: u64) -> Arena {
+        Arena::new(self, bytes.max(1))
+    }
+
+    /// Runs `f` with an arena of its own, dropped (its blocks given back)
+    /// when `f` returns. Nothing `f` allocates in it can escape.
+    ///
+    /// ```
+    /// use tensorzone::{Location, Zone};
+    /// let zone = Zone::new().unwrap();
+    /// let sum: u32 = zone.scope(|arena| {
+    ///     let mut t = arena.from_slice([3], &[1u32, 2, 3], Location::Device)?;
+    ///     Ok::<_, tensorzone::Error>(t.to_vec()?.iter().sum())
+    /// }).unwrap();
+    /// assert_eq!(sum, 6);
+    /// ```
+    pub fn scope<R>(&self, f: impl FnOnce(&Arena) -> R) -> R {
+        let arena = self.arena();
+        f(&arena)
+    }
+}
+
+impl Arena {
+    fn new(zone: &Zone, device_chunk: u64) -> Arena {
+        Arena {
+            zone: zone.clone(),
+            state: RefCell::new(State {
+                host: Bump::new(HOST_CHUNK),
+                host_chunks: HostChunks { chunks: Vec::new() },
+                device: Bump::new(device_chunk),
+                device_chunks: Vec::new(),
+            }),
+        }
+    }
+
+    /// The zone the arena takes device blocks from.
+    pub fn zone(&self) -> &Zone {
+        &self.zone
+    }
+
+    /// Bytes handed out since the last reset, host and device (alignment
+    /// padding included).
+    pub fn used(&self) -> u64 {
+        let st = self.state.borrow();
+        st.host.used() + st.device.used()
+    }
+
+    /// Bytes of the blocks the arena holds, host and device.
+    pub fn capacity(&self) -> u64 {
+        let st = self.state.borrow();
+        st.host.capacity() + st.device.capacity()
+    }
+
+    /// Bytes of the device blocks the arena holds.
+    pub fn device_capacity(&self) -> u64 {
+        self.state.borrow().device.capacity()
+    }
+
+    /// Forgets every tensor allocated so far, in O(1) whatever their
+    /// number, and keeps the blocks for what comes next. Taking `&mut self`
+    /// means no arena tensor can be alive across it.
+    pub fn reset(&mut self) {
+        let st = self.state.get_mut();
+        st.host.reset();
+        st.device.reset();
+    }
+
+    /// `len` host elements of this arena, zero-filled when `zero`. Each
+    /// call hands out bytes no other live slice covers (see
+    /// `HostChunks::slice`), hence `&mut` from `&self`.
+    #[inline]
+    #[allow(clippy::mut_from_ref)]
+    fn host_slice<T: Element>(&self, len: usize, zero: bool) -> Result<&mut [T]> {
+        let bytes = (len * std::mem::size_of::<T>()) as u64;
+        let mut st = self.state.borrow_mut();
+        let (chunk, offset) = match st.host.alloc(bytes, HOST_ALIGN) {
+            Bumped::At { chunk, offset } => (chunk, offset),
+            Bumped::NeedChunk { size } => self.grow_host(&mut st, size, bytes)?,
+        };
+        Ok(st.host_chunks.slice(chunk, offset, len, zero))
+    }
+
+    #[cold]
+    fn grow_host(&self, st: &mut State, size: u64, bytes: u64) -> Result<(usize, u64)> {
+        // Chunks double with the arena's size, so a growing frame takes
+        // few of them.
+        let size = size.max(st.host.capacity());
+        let got = st.host_chunks.add(size)?;
+        st.host.add_chunk(got);
+        self.zone.counters().add_host(got);
+        match st.host.alloc(bytes, HOST_ALIGN) {
+            Bumped::At { chunk, offset } => Ok((chunk, offset)),
+            Bumped::NeedChunk { .. } => Err(Error::HostOutOfMemory {
+                bytes,
+                detail: "a new arena chunk did not fit the request".into(),
+            }),
+        }
+    }
+
+    /// A device place for `bytes` in this arena's device chunks.
+    fn device_place(&self, bytes: u64) -> Result<DevicePlace> {
+        // Transfers move whole words: reserve the padded length.
+        let reserve = crate::backend::copy_len(bytes);
+        let align = self.zone.info().alignment;
+        let mut st = self.state.borrow_mut();
+        let (chunk, offset) = match st.device.alloc(reserve, align) {
+            Bumped::At { chunk, offset } => (chunk, offset),
+            Bumped::NeedChunk { size } => {
+                self.zone.check_fits(size)?;
+                let range = self.zone.alloc_device(size, false)?;
+                st.device.add_chunk(size);
+                st.device_chunks.push(range);
+                match st.device.alloc(reserve, align) {
+                    Bumped::At { chunk, offset } => (chunk, offset),
+                    Bumped::NeedChunk { .. } => {
+                        return Err(Error::Backend {
+                            detail: "a new arena chunk did not fit the request".into(),
+                        })
+                    }
+                }
+            }
+        };
+        Ok(st.device_chunks[chunk].place().advance(offset))
+    }
+
+    fn handle<T: Element>(&self, shape: Shape) -> ArenaTensor<'_, T> {
+        ArenaTensor {
+            arena: self,
+            shape,
+            host: None,
+            device: None,
+            bound: None,
+            state: SyncState::default(),
+        }
+    }
+
+    /// An unwritten arena tensor with storage at `loc`: it reads as zeros
+    /// and nothing is written until a read or binding needs it. Use it for
+    /// kernel outputs.
+    #[inline]
+    pub fn empty<T: Element>(
+        &self,
+        shape: impl IntoShape,
+        loc: Location,
+    ) -> Result<ArenaTensor<'_, T>> {
+        let (shape, bytes) = checked::<T>(shape)?;
+        let mut t = self.handle(shape);
+        match loc {
+            Location::Host => {
+                t.host = Some(self.host_slice(t.shape.numel(), true)?);
+            }
+            Location::Device => {
+                self.zone.check_fits(bytes)?;
+                t.device = Some(self.device_place(bytes)?);
+            }
+        }
+        Ok(t)
+    }
+
+    /// An arena tensor of zeros at `loc`.
+    #[inline]
+    pub fn zeros<T: Element>(
+        &self,
+        shape: impl IntoShape,
+        loc: Location,
+    ) -> Result<ArenaTensor<'_, T>> {
+        let mut t = self.empty(shape, loc)?;
+        match loc {
+            Location::Host => t.state.host_current = true,
+            Location::Device => sync::sync_device(&mut t)?,
+        }
+        Ok(t)
+    }
+
+    /// An arena tensor with every element `value`, at `loc`.
+    pub fn full<T: Element>(
+        &self,
+        shape: impl IntoShape,
+        value: T,
+        loc: Location,
+    ) -> Result<ArenaTensor<'_, T>> {
+        let mut t = self.empty(shape, Location::Host)?;
+        if let Some(h) = t.host.as_deref_mut() {
+            h.fill(value);
+        }
+        t.state.host_current = true;
+        if loc == Location::Device {
+            sync::sync_device(&mut t)?;
+        }
+        Ok(t)
+    }
+
+    /// An arena tensor holding a copy of `data` (row-major), at `loc`: on
+    /// the device, one upload and no host copy.
+    ///
+    /// Errors: [`Error::LengthMismatch`] when `data` does not hold exactly
+    /// the shape's element count.
+    pub fn from_slice<T: Element>(
+        &self,
+        shape: impl IntoShape,
+        data: &[T],
+        loc: Location,
+    ) -> Result<ArenaTensor<'_, T>> {
+        let (shape, bytes) = checked::<T>(shape)?;
+        check_len(&shape, data.len())?;
+        let mut t = self.handle(shape);
+        match loc {
+            Location::Host => {
+                let h = self.host_slice(data.len(), false)?;
+                h.copy_from_slice(data);
+                t.host = Some(h);
+                t.state.host_current = true;
+            }
+            Location::Device => {
+                self.zone.check_fits(bytes)?;
+                sync::write_device(&mut t, data)?;
+            }
+        }
+        Ok(t)
+    }
+}
+
+impl Drop for Arena {
+    fn drop(&mut self) {
+        let st = self.state.get_mut();
+        for range in st.device_chunks.drain(..) {
+            self.zone.free_device(range, false);
+        }
+        self.zone.counters().sub_host(st.host.capacity());
+    }
+}
+
+impl fmt::Debug for Arena {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Arena")
+            .field("used", &self.used())
+            .field("capacity", &self.capacity())
+            .finish()
+    }
+}
+
+/// A tensor in an [`Arena`], alive until the arena is reset or dropped.
+/// It has the residency calls of [`Tensor`]: the same lazy, counted moves
+/// between host and device.
+pub struct ArenaTensor<'a, T: Element> {
+    arena: &'a Arena,
+    shape: Shape,
+    host: Option<&'a mut [T]>,
+    device: Option<DevicePlace>,
+    bound: Option<Box<wgpu::Buffer>>,
+    state: SyncState,
+}
+
+impl<'a, T: Element> ArenaTensor<'a, T> {
+    /// Makes the device copy current: uploads once if the host copy is newer.
+    pub fn to_device(&mut self) -> Result<()> {
+        sync::sync_device(self)
+    }
+
+    /// Makes the host copy current: downloads once if the device copy is newer.
+    pub fn to_host(&mut self) -> Result<()> {
+        sync::sync_host(self)
+    }
+
+    /// Which copies exist and which are current.
+    pub fn residency(&self) -> Residency {
+        sync::residency(self)
+    }
+
+    /// The elements on the host, downloading first if the device is newer.
+    pub fn as_slice(&mut self) -> Result<&[T]> {
+        sync::as_slice(self)
+    }
+
+    /// The elements on the host for writing; the device copy becomes stale.
+    pub fn as_mut_slice(&mut self) -> Result<&mut [T]> {
+        sync::as_mut_slice(self)
+    }
+
+    /// An ndarray view of the host copy, downloading first if needed.
+    pub fn view(&mut self) -> Result<ArrayViewD<'_, T>> {
+        let dims = IxDyn(self.shape.dims());
+        view_of(dims, self.as_slice()?)
+    }
+
+    /// A mutable ndarray view of the host copy; the device copy becomes stale.
+    pub fn view_mut(&mut self) -> Result<ArrayViewMutD<'_, T>> {
+        let dims = IxDyn(self.shape.dims());
+        view_mut_of(dims, self.as_mut_slice()?)
+    }
+
+    /// The elements, row-major, downloading first if needed.
+    pub fn to_vec(&mut self) -> Result<Vec<T>> {
+        Ok(self.as_slice()?.to_vec())
+    }
+
+    /// An owned ndarray of the elements.
+    pub fn to_ndarray(&mut self) -> Result<ArrayD<T>> {
+        Ok(self.view()?.to_owned())
+    }
+
+    /// Overwrites the elements from the host; the device copy becomes stale.
+    pub fn write_host(&mut self, data: &[T]) -> Result<()> {
+        sync::write_host(self, data)
+    }
+
+    /// Overwrites the device copy straight from `data` (one upload).
+    pub fn write_device(&mut self, data: &[T]) -> Result<()> {
+        sync::write_device(self, data)
+    }
+
+    /// A wgpu binding of the device copy (made current first); see
+    /// [`Tensor::binding`] for the rules. The bind group must not be used
+    /// after the arena is reset or dropped.
+    pub fn binding(&mut self) -> Result<wgpu::BufferBinding<'_>> {
+        sync::binding(self)
+    }
+
+    /// Records that device work wrote the device copy.
+    pub fn mark_device_written(&mut self) -> Result<()> {
+        sync::mark_device_written(self)
+    }
+
+    /// Copies `src` into this tensor on the device (one device→device copy).
+    pub fn copy_from(&mut self, src: &mut ArenaTensor<'_, T>) -> Result<()> {
+        sync::copy_device(self, src)
+    }
+
+    /// Copies the tensor out to an owned [`Tensor`] that outlives the
+    /// arena: a device→device copy when the device copy is current, else a
+    /// host copy.
+    #[allow(clippy::wrong_self_convention)]
+    pub fn to_owned(&mut self) -> Result<Tensor<T>> {
+        Tensor::copy_of(self)
+    }
+
+    /// The shape.
+    pub fn shape(&self) -> &Shape {
+        &self.shape
+    }
+
+    /// The dimensions.
+    pub fn dims(&self) -> &[usize] {
+        self.shape.dims()
+    }
+
+    /// Number of elements.
+    pub fn len(&self) -> usize {
+        self.shape.numel()
+    }
+
+    /// Always false: tensors hold at least one element.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// The element type.
+    pub fn dtype(&self) -> DType {
+        T::DTYPE
+    }
+
+    /// Bytes of the elements.
+    pub fn byte_len(&self) -> u64 {
+        Storage::byte_len(self)
+    }
+
+    /// The arena the tensor lives in.
+    pub fn arena(&self) -> &'a Arena {
+        self.arena
+    }
+}
+
+impl<T: Element> Storage<T> for ArenaTensor<'_, T> {
+    fn zone(&self) -> &Zone {
+        &self.arena.zone
+    }
+    fn shape(&self) -> &Shape {
+        &self.shape
+    }
+    fn state(&self) -> &SyncState {
+        &self.state
+    }
+    fn has_host(&self) -> bool {
+        self.host.is_some()
+    }
+    fn host(&self) -> Option<&[T]> {
+        self.host.as_deref()
+    }
+    fn device(&self) -> Option<DevicePlace> {
+        self.device
+    }
+    fn parts(&mut self) -> Parts<'_, T> {
+        Parts {
+            zone: &self.arena.zone,
+            host: self.host.as_deref_mut(),
+            device: self.device,
+            state: &mut self.state,
+            bound: &mut self.bound,
+        }
+    }
+    fn ensure_host(&mut self) -> Result<()> {
+        if self.host.is_none() {
+            self.host = Some(self.arena.host_slice(self.shape.numel(), true)?);
+        }
+        Ok(())
+    }
+    fn ensure_device(&mut self) -> Result<()> {
+        if self.device.is_none() {
+            let len = Storage::byte_len(self);
+            self.arena.zone.check_fits(len)?;
+            self.device = Some(self.arena.device_place(len)?);
+        }
+        Ok(())
+    }
+}
+
+impl<T: Element> fmt::Debug for ArenaTensor<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ArenaTensor")
+            .field("dtype", &T::DTYPE)
+            .field("shape", &self.shape)
+            .field("residency", &self.residency())
+            .finish()
+    }
+}

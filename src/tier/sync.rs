@@ -1,0 +1,235 @@
+//! The residency logic every tensor tier shares: which copy is current, and
+//! the one transfer that a read or write on the other side needs.
+//!
+//! Owned and arena tensors keep their bytes in different places (a boxed
+//! host copy and a pool range, or slices of an arena's blocks); they expose
+//! them through [`Storage`], and the functions here do the rest once.
+
+use std::num::NonZeroU64;
+
+use crate::dtype::Element;
+use crate::error::{Error, Result};
+use crate::residency::Residency;
+use crate::shape::Shape;
+use crate::zone::{DevicePlace, Zone};
+
+/// Which copies of a tensor are current.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct SyncState {
+    pub(crate) host_current: bool,
+    pub(crate) device_current: bool,
+    /// The device bytes are this tensor's own (it has been current there at
+    /// least once since the storage was taken). Until then they may be a
+    /// dropped tensor's bytes, which must never be exposed.
+    pub(crate) device_init: bool,
+}
+
+impl SyncState {
+    /// The device copy has just been written: the host copy is stale.
+    pub(crate) fn device_written(&mut self) {
+        self.device_current = true;
+        self.device_init = true;
+        self.host_current = false;
+    }
+
+    /// The host copy has just been written: the device copy is stale.
+    pub(crate) fn host_written(&mut self) {
+        self.host_current = true;
+        self.device_current = false;
+    }
+}
+
+/// A tensor's parts, borrowed together so a transfer can read one while
+/// writing another.
+pub(crate) struct Parts<'s, T> {
+    pub(crate) zone: &'s Zone,
+    pub(crate) host: Option<&'s mut [T]>,
+    pub(crate) device: Option<DevicePlace>,
+    pub(crate) state: &'s mut SyncState,
+    /// The device block's buffer, looked up on the first `binding`.
+    pub(crate) bound: &'s mut Option<Box<wgpu::Buffer>>,
+}
+
+/// Where a tier keeps a tensor's bytes.
+pub(crate) trait Storage<T: Element> {
+    fn zone(&self) -> &Zone;
+    fn shape(&self) -> &Shape;
+    fn state(&self) -> &SyncState;
+    fn has_host(&self) -> bool;
+    fn host(&self) -> Option<&[T]>;
+    fn device(&self) -> Option<DevicePlace>;
+    fn parts(&mut self) -> Parts<'_, T>;
+    /// Gives the tensor host storage if it has none (zero-filled).
+    fn ensure_host(&mut self) -> Result<()>;
+    /// Gives the tensor device storage if it has none (contents unspecified).
+    fn ensure_device(&mut self) -> Result<()>;
+
+    fn byte_len(&self) -> u64 {
+        // Checked against overflow when the shape was accepted.
+        (self.shape().numel() * std::mem::size_of::<T>()) as u64
+    }
+}
+
+pub(crate) fn check_len(shape: &Shape, actual: usize) -> Result<()> {
+    if shape.numel() != actual {
+        return Err(Error::LengthMismatch {
+            expected: shape.numel(),
+            actual,
+        });
+    }
+    Ok(())
+}
+
+pub(crate) fn residency<T: Element>(s: &impl Storage<T>) -> Residency {
+    let st = s.state();
+    Residency::of(
+        s.has_host(),
+        st.host_current,
+        s.device().is_some(),
+        st.device_current,
+    )
+}
+
+/// Makes the device copy current: one upload if the host copy is newer,
+/// zeros if no copy was ever written.
+pub(crate) fn sync_device<T: Element>(s: &mut impl Storage<T>) -> Result<()> {
+    if s.state().device_current {
+        return Ok(());
+    }
+    s.ensure_device()?;
+    let len = s.byte_len();
+    let p = s.parts();
+    let place = p.device.ok_or(Error::NoDeviceCopy { op: "to_device" })?;
+    match (p.host, p.state.host_current) {
+        (Some(h), true) => p.zone.upload(place, bytemuck::cast_slice(h))?,
+        _ => p.zone.clear_device(place, len)?,
+    }
+    p.state.device_current = true;
+    p.state.device_init = true;
+    Ok(())
+}
+
+/// Makes the host copy current: one download if the device copy is newer,
+/// zeros if no copy was ever written.
+pub(crate) fn sync_host<T: Element>(s: &mut impl Storage<T>) -> Result<()> {
+    if s.state().host_current {
+        return Ok(());
+    }
+    let fresh = !s.has_host();
+    s.ensure_host()?;
+    let p = s.parts();
+    match (p.host, p.device, p.state.device_current) {
+        (Some(h), Some(place), true) => p.zone.download(place, bytemuck::cast_slice_mut(h))?,
+        (Some(h), _, _) if !fresh => h.fill(T::zeroed()),
+        (Some(_), _, _) => {}
+        (None, _, _) => return Err(Error::NoDeviceCopy { op: "to_host" }),
+    }
+    p.state.host_current = true;
+    Ok(())
+}
+
+/// The host elements, downloaded first if the device copy is newer.
+pub(crate) fn as_slice<T: Element>(s: &mut impl Storage<T>) -> Result<&[T]> {
+    sync_host(s)?;
+    s.host().ok_or(Error::NoDeviceCopy { op: "as_slice" })
+}
+
+/// The host elements for writing; the device copy becomes stale.
+pub(crate) fn as_mut_slice<T: Element>(s: &mut impl Storage<T>) -> Result<&mut [T]> {
+    sync_host(s)?;
+    let p = s.parts();
+    p.state.device_current = false;
+    p.host.ok_or(Error::NoDeviceCopy { op: "as_mut_slice" })
+}
+
+/// Overwrites the elements on the host; the device copy becomes stale.
+pub(crate) fn write_host<T: Element>(s: &mut impl Storage<T>, data: &[T]) -> Result<()> {
+    check_len(s.shape(), data.len())?;
+    s.ensure_host()?;
+    let p = s.parts();
+    p.host
+        .ok_or(Error::NoDeviceCopy { op: "write_host" })?
+        .copy_from_slice(data);
+    p.state.host_written();
+    Ok(())
+}
+
+/// Overwrites the device copy straight from `data` (one upload).
+pub(crate) fn write_device<T: Element>(s: &mut impl Storage<T>, data: &[T]) -> Result<()> {
+    check_len(s.shape(), data.len())?;
+    s.ensure_device()?;
+    let p = s.parts();
+    let place = p.device.ok_or(Error::NoDeviceCopy { op: "write_device" })?;
+    p.zone.upload(place, bytemuck::cast_slice(data))?;
+    p.state.device_written();
+    Ok(())
+}
+
+/// Records a device-side write, clearing never-written device bytes first.
+pub(crate) fn mark_device_written<T: Element>(s: &mut impl Storage<T>) -> Result<()> {
+    let len = s.byte_len();
+    let p = s.parts();
+    let place = p.device.ok_or(Error::NoDeviceCopy {
+        op: "mark_device_written",
+    })?;
+    if !p.state.device_init {
+        // Nothing of this tensor's was ever on the device: without a
+        // clear, the range would show a dropped tensor's bytes.
+        p.zone.clear_device(place, len)?;
+    }
+    p.state.device_written();
+    Ok(())
+}
+
+/// A wgpu binding of the device copy, made current first.
+pub(crate) fn binding<T: Element>(s: &mut impl Storage<T>) -> Result<wgpu::BufferBinding<'_>> {
+    if s.zone().wgpu_device().is_none() {
+        return Err(Error::NeedsGpu { op: "binding" });
+    }
+    sync_device(s)?;
+    let size = NonZeroU64::new(crate::backend::copy_len(s.byte_len()));
+    let p = s.parts();
+    let place = p.device.ok_or(Error::NoDeviceCopy { op: "binding" })?;
+    if p.bound.is_none() {
+        match p.zone.block_of(place)? {
+            crate::backend::DeviceBlock::Gpu(buffer) => *p.bound = Some(Box::new(buffer)),
+            crate::backend::DeviceBlock::Cpu(_) => return Err(Error::NeedsGpu { op: "binding" }),
+        }
+    }
+    match p.bound {
+        Some(buffer) => Ok(wgpu::BufferBinding {
+            buffer,
+            offset: place.offset(),
+            size,
+        }),
+        None => Err(Error::NeedsGpu { op: "binding" }),
+    }
+}
+
+/// Copies `src` into `dst` on the device (one device→device copy; `src` is
+/// uploaded first if its host copy is newer).
+pub(crate) fn copy_device<T: Element>(
+    dst: &mut impl Storage<T>,
+    src: &mut impl Storage<T>,
+) -> Result<()> {
+    if !dst.zone().same_zone(src.zone()) {
+        return Err(Error::ZoneMismatch);
+    }
+    if dst.shape() != src.shape() {
+        return Err(Error::ShapeMismatch {
+            left: dst.shape().dims().to_vec(),
+            right: src.shape().dims().to_vec(),
+        });
+    }
+    sync_device(src)?;
+    dst.ensure_device()?;
+    let len = dst.byte_len();
+    let from = src
+        .device()
+        .ok_or(Error::NoDeviceCopy { op: "copy_from" })?;
+    let p = dst.parts();
+    let to = p.device.ok_or(Error::NoDeviceCopy { op: "copy_from" })?;
+    p.zone.copy_device(from, to, len)?;
+    p.state.device_written();
+    Ok(())
+}
