@@ -395,3 +395,33 @@ fn gpu_work_of_each_frame_sees_that_frames_temporaries() {
         );
     }
 }
+
+#[test]
+fn alloc_slice_hands_out_zeroed_disjoint_host_memory() {
+    let zone = Zone::cpu();
+    let mut arena = zone.arena();
+    for round in 0..3u8 {
+        let a = arena.alloc_slice::<u8>(33).unwrap();
+        let b = arena.alloc_slice::<u64>(5).unwrap();
+        let c = arena.alloc_slice::<f32>(100_000).unwrap();
+        assert_eq!(
+            a,
+            &[0u8; 33][..],
+            "round {round}: zeroed even after a reset"
+        );
+        assert_eq!(b, &[0u64; 5][..]);
+        assert!(c.iter().all(|&x| x == 0.0));
+        assert_eq!(b.as_ptr() as usize % 8, 0, "aligned for its type");
+        a.fill(0xFF);
+        b.fill(u64::MAX);
+        c.fill(1.0);
+        assert_eq!(a[32], 0xFF);
+        assert_eq!(b[0], u64::MAX, "writes to one slice leave the others alone");
+        assert!(arena.alloc_slice::<u32>(0).unwrap().is_empty());
+        assert!(matches!(
+            arena.alloc_slice::<u64>(usize::MAX / 4),
+            Err(Error::ShapeOverflow { .. })
+        ));
+        arena.reset();
+    }
+}

@@ -11,6 +11,12 @@ use tensorzone::{BackendChoice, Zone};
 /// Per-iteration times (ns) of every sample criterion took, by key.
 static RECORDED: Mutex<Option<HashMap<String, Vec<f64>>>> = Mutex::new(None);
 
+/// Records one sample (ns per iteration) under `key`, for benches that
+/// time their own iterations.
+pub fn record_ns(key: &str, ns_per_iter: f64) {
+    record(key, ns_per_iter);
+}
+
 fn record(key: &str, ns_per_iter: f64) {
     let mut g = RECORDED.lock().unwrap();
     g.get_or_insert_with(HashMap::new)

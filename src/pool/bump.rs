@@ -5,8 +5,6 @@
 //! blocks, or device ranges from the zone's pool); this type only does the
 //! arithmetic, so it is unit-tested without either.
 
-use super::round_up;
-
 /// Where a bump allocation landed, or what the arena must add first.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Bumped {
@@ -22,12 +20,14 @@ pub(crate) enum Bumped {
 #[derive(Debug)]
 pub(crate) struct Bump {
     chunks: Vec<u64>,
+    /// Bytes of the chunks before each chunk (for `used`).
+    before: Vec<u64>,
     /// The chunk being filled; `chunks.len()` once all are full.
     cur: usize,
     /// Bytes used in `chunks[cur]`.
     off: u64,
-    /// Bytes handed out since the last reset (alignment padding included).
-    used: u64,
+    /// Size of `chunks[cur]` (0 when there is none): the fast path's bound.
+    limit: u64,
     capacity: u64,
     /// Smallest chunk to add.
     min_chunk: u64,
@@ -38,35 +38,54 @@ impl Bump {
     pub(crate) fn new(min_chunk: u64) -> Bump {
         Bump {
             chunks: Vec::new(),
+            before: Vec::new(),
             cur: 0,
             off: 0,
-            used: 0,
+            limit: 0,
             capacity: 0,
             min_chunk: min_chunk.max(1),
         }
     }
 
     /// `bytes` at an offset that is a multiple of `align` (a power of two).
-    #[inline]
+    #[inline(always)]
     pub(crate) fn alloc(&mut self, bytes: u64, align: u64) -> Bumped {
-        while let Some(&size) = self.chunks.get(self.cur) {
-            if let Some(start) = round_up(self.off, align) {
-                if let Some(end) = start.checked_add(bytes) {
-                    if end <= size {
-                        self.used += end - self.off;
-                        self.off = end;
-                        return Bumped::At {
-                            chunk: self.cur,
-                            offset: start,
-                        };
-                    }
-                }
-            }
+        debug_assert!(
+            bytes > 0 && bytes < 1 << 63 && align.is_power_of_two() && align < 1 << 32,
+            "bump request of {bytes} bytes at alignment {align}"
+        );
+        // No overflow: `off <= limit` (a chunk size, < 2^63), `align` and
+        // `bytes` are below 2^63 (checked by the callers' shape and size
+        // checks), so both sums stay below 2^64.
+        let start = (self.off + (align - 1)) & !(align - 1);
+        let end = start + bytes;
+        if end <= self.limit {
+            self.off = end;
+            return Bumped::At {
+                chunk: self.cur,
+                offset: start,
+            };
+        }
+        self.alloc_next(bytes)
+    }
+
+    /// The current chunk is full (or absent): try the following ones.
+    #[cold]
+    fn alloc_next(&mut self, bytes: u64) -> Bumped {
+        while self.cur < self.chunks.len() {
             // Chunks kept from before a reset may be too small for this
             // request; the rest of this one stays unused until the reset.
-            self.used += size - self.off;
             self.cur += 1;
             self.off = 0;
+            self.limit = self.chunks.get(self.cur).copied().unwrap_or(0);
+            // Offset 0 is aligned for any power of two.
+            if bytes <= self.limit {
+                self.off = bytes;
+                return Bumped::At {
+                    chunk: self.cur,
+                    offset: 0,
+                };
+            }
         }
         Bumped::NeedChunk {
             size: bytes.max(self.min_chunk),
@@ -77,8 +96,14 @@ impl Bump {
     /// its index. The next [`Bump::alloc`] fills it (chunks are filled in
     /// order).
     pub(crate) fn add_chunk(&mut self, size: u64) -> usize {
+        self.before.push(self.capacity);
         self.chunks.push(size);
         self.capacity += size;
+        if self.cur == self.chunks.len() - 1 {
+            // The cursor was past the last chunk: it now points at this one.
+            self.off = 0;
+            self.limit = size;
+        }
         self.chunks.len() - 1
     }
 
@@ -86,13 +111,16 @@ impl Bump {
     pub(crate) fn reset(&mut self) {
         self.cur = 0;
         self.off = 0;
-        self.used = 0;
+        self.limit = self.chunks.first().copied().unwrap_or(0);
     }
 
     /// Bytes handed out since the last reset, alignment padding and
     /// skipped chunk tails included.
     pub(crate) fn used(&self) -> u64 {
-        self.used
+        match self.before.get(self.cur) {
+            Some(b) => b + self.off,
+            None => self.capacity,
+        }
     }
 
     /// Bytes of all chunks held.
@@ -204,12 +232,9 @@ mod tests {
     }
 
     #[test]
-    fn overflowing_requests_ask_for_a_chunk_instead_of_wrapping() {
+    fn requests_larger_than_any_chunk_ask_for_their_own() {
         let mut b = Bump::new(100);
         at(&mut b, 10, 4);
-        assert_eq!(
-            b.alloc(u64::MAX - 2, 4),
-            Bumped::NeedChunk { size: u64::MAX - 2 }
-        );
+        assert_eq!(b.alloc(1 << 40, 4), Bumped::NeedChunk { size: 1 << 40 });
     }
 }

@@ -18,7 +18,7 @@
 // arena is shared-borrowed; that needs raw pointers (see `HostChunks`).
 #![allow(unsafe_code)]
 
-use std::cell::RefCell;
+use std::cell::UnsafeCell;
 use std::fmt;
 use std::ptr::NonNull;
 
@@ -82,7 +82,14 @@ impl HostChunks {
         len: usize,
         zero: bool,
     ) -> &'a mut [T] {
-        let (base, words) = self.chunks[chunk];
+        debug_assert!(
+            chunk < self.chunks.len(),
+            "arena chunk {chunk} of {}",
+            self.chunks.len()
+        );
+        // SAFETY: the bump allocator only names chunks it was given, and
+        // the arena gives it each chunk after pushing it here.
+        let (base, words) = *unsafe { self.chunks.get_unchecked(chunk) };
         let bytes = len * std::mem::size_of::<T>();
         debug_assert!(
             offset as usize + bytes <= words * 8 && offset % std::mem::align_of::<T>() as u64 == 0,
@@ -110,7 +117,7 @@ impl HostChunks {
 
 // SAFETY: the chunks are plain heap memory owned by this value, with no
 // tie to the thread that made them; the slices handed out of them borrow
-// the arena, whose `RefCell` keeps it from being shared between threads.
+// the arena, whose `UnsafeCell` keeps it from being shared between threads.
 unsafe impl Send for HostChunks {}
 
 impl Drop for HostChunks {
@@ -147,9 +154,14 @@ struct State {
 /// ```
 pub struct Arena {
     zone: Zone,
-    /// One thread allocates from an arena at a time: `RefCell` state makes
-    /// it `Send` but not `Sync`, so its tensors stay on that thread.
-    state: RefCell<State>,
+    /// Bump state, changed through `&self` (tensors borrow the arena while
+    /// more are allocated). `UnsafeCell` makes the arena `Send` but not
+    /// `Sync`, so one thread at a time allocates from it and its tensors
+    /// stay on that thread. Only `with_state` touches it.
+    state: UnsafeCell<State>,
+    /// Debug builds check that `with_state` is never re-entered.
+    #[cfg_attr(not(debug_assertions), allow(dead_code))]
+    in_state: std::cell::Cell<bool>,
 }
 
 impl Zone {
@@ -187,12 +199,13 @@ impl Arena {
     fn new(zone: &Zone, device_chunk: u64) -> Arena {
         Arena {
             zone: zone.clone(),
-            state: RefCell::new(State {
+            state: UnsafeCell::new(State {
                 host: Bump::new(HOST_CHUNK),
                 host_chunks: HostChunks { chunks: Vec::new() },
                 device: Bump::new(device_chunk),
                 device_chunks: Vec::new(),
             }),
+            in_state: std::cell::Cell::new(false),
         }
     }
 
@@ -204,19 +217,17 @@ impl Arena {
     /// Bytes handed out since the last reset, host and device (alignment
     /// padding included).
     pub fn used(&self) -> u64 {
-        let st = self.state.borrow();
-        st.host.used() + st.device.used()
+        self.with_state(|st| st.host.used() + st.device.used())
     }
 
     /// Bytes of the blocks the arena holds, host and device.
     pub fn capacity(&self) -> u64 {
-        let st = self.state.borrow();
-        st.host.capacity() + st.device.capacity()
+        self.with_state(|st| st.host.capacity() + st.device.capacity())
     }
 
     /// Bytes of the device blocks the arena holds.
     pub fn device_capacity(&self) -> u64 {
-        self.state.borrow().device.capacity()
+        self.with_state(|st| st.device.capacity())
     }
 
     /// Forgets every tensor allocated so far, in O(1) whatever their
@@ -228,29 +239,48 @@ impl Arena {
         st.device.reset();
     }
 
+    /// Runs `f` on the bump state. `f` must not call back into the arena
+    /// (none of the closures below do), so no two `&mut State` coexist.
+    #[inline(always)]
+    fn with_state<R>(&self, f: impl FnOnce(&mut State) -> R) -> R {
+        #[cfg(debug_assertions)]
+        assert!(
+            !self.in_state.replace(true),
+            "arena state borrowed re-entrantly"
+        );
+        // SAFETY: the arena is not `Sync`, so only this thread can be here;
+        // `f` does not re-enter `with_state` (checked in debug builds), so
+        // this is the only reference to the state while `f` runs.
+        let r = f(unsafe { &mut *self.state.get() });
+        #[cfg(debug_assertions)]
+        self.in_state.set(false);
+        r
+    }
+
     /// `len` host elements of this arena, zero-filled when `zero`. Each
     /// call hands out bytes no other live slice covers (see
     /// `HostChunks::slice`), hence `&mut` from `&self`.
-    #[inline]
+    #[inline(always)]
     #[allow(clippy::mut_from_ref)]
     fn host_slice<T: Element>(&self, len: usize, zero: bool) -> Result<&mut [T]> {
         let bytes = (len * std::mem::size_of::<T>()) as u64;
-        let mut st = self.state.borrow_mut();
-        let (chunk, offset) = match st.host.alloc(bytes, HOST_ALIGN) {
-            Bumped::At { chunk, offset } => (chunk, offset),
-            Bumped::NeedChunk { size } => self.grow_host(&mut st, size, bytes)?,
-        };
-        Ok(st.host_chunks.slice(chunk, offset, len, zero))
+        self.with_state(|st| {
+            let (chunk, offset) = match st.host.alloc(bytes, HOST_ALIGN) {
+                Bumped::At { chunk, offset } => (chunk, offset),
+                Bumped::NeedChunk { size } => Arena::grow_host(&self.zone, st, size, bytes)?,
+            };
+            Ok(st.host_chunks.slice(chunk, offset, len, zero))
+        })
     }
 
     #[cold]
-    fn grow_host(&self, st: &mut State, size: u64, bytes: u64) -> Result<(usize, u64)> {
+    fn grow_host(zone: &Zone, st: &mut State, size: u64, bytes: u64) -> Result<(usize, u64)> {
         // Chunks double with the arena's size, so a growing frame takes
         // few of them.
         let size = size.max(st.host.capacity());
         let got = st.host_chunks.add(size)?;
         st.host.add_chunk(got);
-        self.zone.counters().add_host(got);
+        zone.counters().add_host(got);
         match st.host.alloc(bytes, HOST_ALIGN) {
             Bumped::At { chunk, offset } => Ok((chunk, offset)),
             Bumped::NeedChunk { .. } => Err(Error::HostOutOfMemory {
@@ -265,35 +295,108 @@ impl Arena {
         // Transfers move whole words: reserve the padded length.
         let reserve = crate::backend::copy_len(bytes);
         let align = self.zone.info().alignment;
-        let mut st = self.state.borrow_mut();
-        let (chunk, offset) = match st.device.alloc(reserve, align) {
-            Bumped::At { chunk, offset } => (chunk, offset),
-            Bumped::NeedChunk { size } => {
-                self.zone.check_fits(size)?;
-                let range = self.zone.alloc_device(size, false)?;
-                st.device.add_chunk(size);
-                st.device_chunks.push(range);
-                match st.device.alloc(reserve, align) {
-                    Bumped::At { chunk, offset } => (chunk, offset),
-                    Bumped::NeedChunk { .. } => {
-                        return Err(Error::Backend {
-                            detail: "a new arena chunk did not fit the request".into(),
-                        })
+        let zone = &self.zone;
+        self.with_state(|st| {
+            let (chunk, offset) = match st.device.alloc(reserve, align) {
+                Bumped::At { chunk, offset } => (chunk, offset),
+                Bumped::NeedChunk { size } => {
+                    // The zone's pool, not this arena: no re-entry.
+                    zone.check_fits(size)?;
+                    let range = zone.alloc_device(size, false)?;
+                    st.device.add_chunk(size);
+                    st.device_chunks.push(range);
+                    match st.device.alloc(reserve, align) {
+                        Bumped::At { chunk, offset } => (chunk, offset),
+                        Bumped::NeedChunk { .. } => {
+                            return Err(Error::Backend {
+                                detail: "a new arena chunk did not fit the request".into(),
+                            })
+                        }
                     }
                 }
-            }
-        };
-        Ok(st.device_chunks[chunk].place().advance(offset))
+            };
+            Ok(st.device_chunks[chunk].place().advance(offset))
+        })
     }
 
-    fn handle<T: Element>(&self, shape: Shape) -> ArenaTensor<'_, T> {
+    /// A handle built in one go, so the caller's copy of it reads whole
+    /// stores (see BENCHMARKS.md on store forwarding).
+    #[inline(always)]
+    fn handle<'s, T: Element>(
+        &'s self,
+        shape: Shape,
+        host: Option<&'s mut [T]>,
+        device: Option<DevicePlace>,
+        host_current: bool,
+    ) -> ArenaTensor<'s, T> {
         ArenaTensor {
             arena: self,
             shape,
-            host: None,
-            device: None,
+            host,
+            device,
             bound: None,
-            state: SyncState::default(),
+            state: SyncState {
+                host_current,
+                device_current: false,
+                device_init: false,
+            },
+        }
+    }
+
+    /// Storage at `loc` for a checked shape; `host_current` marks the host
+    /// slice's zeros as the tensor's contents.
+    #[inline(always)]
+    fn alloc_at<T: Element>(
+        &self,
+        shape: Shape,
+        bytes: u64,
+        loc: Location,
+        host_current: bool,
+    ) -> Result<ArenaTensor<'_, T>> {
+        match loc {
+            Location::Host => {
+                let host = self.host_slice(shape.numel(), true)?;
+                Ok(self.handle(shape, Some(host), None, host_current))
+            }
+            Location::Device => {
+                self.zone.check_fits(bytes)?;
+                let place = self.device_place(bytes)?;
+                Ok(self.handle(shape, None, Some(place), false))
+            }
+        }
+    }
+
+    /// `len` zeroed host elements of scratch memory: plain bump allocation
+    /// with no tensor handle, valid until the arena is reset or dropped.
+    /// Use it for host-side buffers of a frame (decode targets, staging of
+    /// your own); the arena's tensors use the same memory.
+    ///
+    /// ```
+    /// use tensorzone::Zone;
+    /// let zone = Zone::cpu();
+    /// let mut arena = zone.arena();
+    /// let a = arena.alloc_slice::<u8>(32).unwrap();
+    /// a[0] = 7;
+    /// let b = arena.alloc_slice::<f32>(4).unwrap();
+    /// assert_eq!((a[0], b), (7, &mut [0.0; 4][..]));
+    /// arena.reset();
+    /// ```
+    ///
+    /// Errors: [`Error::ShapeOverflow`] when `len` elements of `T` overflow
+    /// the address space; [`Error::HostOutOfMemory`] when the host has no
+    /// room for a new chunk.
+    #[inline]
+    #[allow(clippy::mut_from_ref)]
+    pub fn alloc_slice<T: Element>(&self, len: usize) -> Result<&mut [T]> {
+        if len == 0 {
+            return Ok(&mut []);
+        }
+        match len.checked_mul(std::mem::size_of::<T>()) {
+            Some(b) if b <= isize::MAX as usize => self.host_slice(len, true),
+            _ => Err(Error::ShapeOverflow {
+                dims: vec![len],
+                dtype: T::DTYPE,
+            }),
         }
     }
 
@@ -307,17 +410,7 @@ impl Arena {
         loc: Location,
     ) -> Result<ArenaTensor<'_, T>> {
         let (shape, bytes) = checked::<T>(shape)?;
-        let mut t = self.handle(shape);
-        match loc {
-            Location::Host => {
-                t.host = Some(self.host_slice(t.shape.numel(), true)?);
-            }
-            Location::Device => {
-                self.zone.check_fits(bytes)?;
-                t.device = Some(self.device_place(bytes)?);
-            }
-        }
-        Ok(t)
+        self.alloc_at(shape, bytes, loc, false)
     }
 
     /// An arena tensor of zeros at `loc`.
@@ -327,12 +420,15 @@ impl Arena {
         shape: impl IntoShape,
         loc: Location,
     ) -> Result<ArenaTensor<'_, T>> {
-        let mut t = self.empty(shape, loc)?;
+        let (shape, bytes) = checked::<T>(shape)?;
         match loc {
-            Location::Host => t.state.host_current = true,
-            Location::Device => sync::sync_device(&mut t)?,
+            Location::Host => self.alloc_at(shape, bytes, loc, true),
+            Location::Device => {
+                let mut t = self.alloc_at(shape, bytes, loc, false)?;
+                sync::sync_device(&mut t)?;
+                Ok(t)
+            }
         }
-        Ok(t)
     }
 
     /// An arena tensor with every element `value`, at `loc`.
@@ -342,11 +438,11 @@ impl Arena {
         value: T,
         loc: Location,
     ) -> Result<ArenaTensor<'_, T>> {
-        let mut t = self.empty(shape, Location::Host)?;
+        let (shape, bytes) = checked::<T>(shape)?;
+        let mut t = self.alloc_at(shape, bytes, Location::Host, true)?;
         if let Some(h) = t.host.as_deref_mut() {
             h.fill(value);
         }
-        t.state.host_current = true;
         if loc == Location::Device {
             sync::sync_device(&mut t)?;
         }
@@ -366,20 +462,19 @@ impl Arena {
     ) -> Result<ArenaTensor<'_, T>> {
         let (shape, bytes) = checked::<T>(shape)?;
         check_len(&shape, data.len())?;
-        let mut t = self.handle(shape);
         match loc {
             Location::Host => {
                 let h = self.host_slice(data.len(), false)?;
                 h.copy_from_slice(data);
-                t.host = Some(h);
-                t.state.host_current = true;
+                Ok(self.handle(shape, Some(h), None, true))
             }
             Location::Device => {
                 self.zone.check_fits(bytes)?;
+                let mut t = self.handle(shape, None, None, false);
                 sync::write_device(&mut t, data)?;
+                Ok(t)
             }
         }
-        Ok(t)
     }
 }
 
