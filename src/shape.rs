@@ -9,12 +9,6 @@ use crate::error::{Error, Result};
 /// tensor makes no heap allocation for its shape.
 const INLINE_DIMS: usize = 4;
 
-#[derive(Clone, PartialEq, Eq, Hash)]
-enum Dims {
-    Inline { len: u8, dims: [usize; INLINE_DIMS] },
-    Heap(Box<[usize]>),
-}
-
 /// The dimensions of a tensor, row-major. Every dimension is at least 1 and
 /// the element count fits in `usize`; [`Shape::new`] checks both.
 ///
@@ -26,8 +20,15 @@ enum Dims {
 /// ```
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct Shape {
-    dims: Dims,
     numel: usize,
+    /// Up to 4 dimensions, zero-padded: dimensions are never zero, so the
+    /// rank is the count of leading nonzero entries. Unused when `heap`
+    /// holds the dimensions. Whole words with no enum tag or padding, so a
+    /// just-built shape is copied without partial-store stalls.
+    inline: [usize; INLINE_DIMS],
+    /// More than 4 dimensions (a thin pointer keeps the shape at 48 bytes).
+    #[allow(clippy::box_collection)]
+    heap: Option<Box<Vec<usize>>>,
 }
 
 impl Shape {
@@ -47,17 +48,21 @@ impl Shape {
                 dims: dims.to_vec(),
                 dtype: DType::U8,
             })?;
-        let dims = if dims.len() <= INLINE_DIMS {
+        if dims.len() <= INLINE_DIMS {
             let mut inline = [0usize; INLINE_DIMS];
             inline[..dims.len()].copy_from_slice(dims);
-            Dims::Inline {
-                len: dims.len() as u8,
-                dims: inline,
-            }
+            Ok(Shape {
+                numel,
+                inline,
+                heap: None,
+            })
         } else {
-            Dims::Heap(dims.into())
-        };
-        Ok(Shape { dims, numel })
+            Ok(Shape {
+                numel,
+                inline: [0; INLINE_DIMS],
+                heap: Some(Box::new(dims.to_vec())),
+            })
+        }
     }
 
     /// A one-dimensional shape of `len` elements.
@@ -68,9 +73,12 @@ impl Shape {
     /// The dimensions.
     #[inline]
     pub fn dims(&self) -> &[usize] {
-        match &self.dims {
-            Dims::Inline { len, dims } => &dims[..*len as usize],
-            Dims::Heap(d) => d,
+        match &self.heap {
+            Some(d) => d,
+            None => {
+                let rank = self.inline.iter().take_while(|&&d| d != 0).count();
+                &self.inline[..rank]
+            }
         }
     }
 
@@ -196,6 +204,20 @@ mod tests {
         assert_eq!(s.dims(), &dims);
         assert_eq!(s.numel(), 16);
         assert_eq!(s.rank(), 8);
+        assert_eq!(s, Shape::new(&dims).unwrap());
+        assert_ne!(s, Shape::new(&[16]).unwrap());
+    }
+
+    #[test]
+    fn every_inline_rank_reads_back() {
+        for dims in [&[7][..], &[7, 1], &[1, 2, 3], &[4, 3, 2, 1]] {
+            let s = Shape::new(dims).unwrap();
+            assert_eq!((s.dims(), s.rank()), (dims, dims.len()));
+        }
+        assert_ne!(
+            Shape::new(&[2, 3]).unwrap(),
+            Shape::new(&[2, 3, 1]).unwrap()
+        );
     }
 
     #[test]
