@@ -25,15 +25,23 @@ fn main() -> tensorzone::Result<()> {
     // Stream frames through pinned staging memory: each frame is written in
     // place and uploaded with no further host copy; the pool reuses both the
     // staging buffers and the device ranges.
+    // Each frame's temporaries live in an arena that is reset per frame.
     let frames = 32;
+    let mut arena = zone.arena();
     let before = zone.stats();
     for f in 0..frames {
         let mut pinned = zone.pinned::<u8>(640 * 480)?;
         pinned.with_bytes(|mut bytes| bytes.fill(f as u8))?;
         let mut frame = Tensor::from_pinned(&zone, [480, 640], pinned)?;
+        let mut row = arena.zeros::<u8>([640], Location::Device)?;
+        row.write_device(&frame.as_slice()?[..640])?;
         let sum: u64 = frame.as_slice()?.iter().map(|&b| u64::from(b)).sum();
         assert_eq!(sum, 640 * 480 * f as u64);
+        assert_eq!(row.as_slice()?[639], f as u8);
+        drop(row);
+        arena.reset();
     }
+    drop(arena);
     zone.synchronize()?;
     let after = zone.stats();
     println!(

@@ -1,4 +1,5 @@
 #![doc = include_str!("../README.md")]
+#![doc = include_str!("tiers.md")]
 #![deny(missing_docs)]
 #![deny(unsafe_code)]
 
