@@ -263,6 +263,17 @@ impl Arena {
     #[inline(always)]
     #[allow(clippy::mut_from_ref)]
     fn host_slice<T: Element>(&self, len: usize, zero: bool) -> Result<&mut [T]> {
+        if std::mem::align_of::<T>() > HOST_ALIGN as usize {
+            // Not one of the crate's element types (all align to 8 or
+            // less): chunk memory is only 8-aligned. Constant per `T`.
+            return Err(Error::Backend {
+                detail: format!(
+                    "{} needs {}-byte alignment; arenas give {HOST_ALIGN}",
+                    std::any::type_name::<T>(),
+                    std::mem::align_of::<T>()
+                ),
+            });
+        }
         let bytes = (len * std::mem::size_of::<T>()) as u64;
         self.with_state(|st| {
             let (chunk, offset) = match st.host.alloc(bytes, HOST_ALIGN) {
