@@ -18,6 +18,8 @@ use std::time::Duration;
 
 mod common;
 
+use common::fmt_ns;
+
 use criterion::{BenchmarkId, Criterion, Throughput};
 use tensorzone::{Location, Tensor, Zone};
 
@@ -26,16 +28,6 @@ const SAMPLES: usize = 40;
 const MEASURE: Duration = Duration::from_secs(4);
 const WARM_UP: Duration = Duration::from_millis(700);
 const LOOP_ITERS: usize = 10_000;
-
-fn fmt_ns(ns: f64) -> String {
-    if ns >= 1e6 {
-        format!("{:.3} ms", ns / 1e6)
-    } else if ns >= 1e3 {
-        format!("{:.3} µs", ns / 1e3)
-    } else {
-        format!("{ns:.1} ns")
-    }
-}
 
 // ----- benchmarks ------------------------------------------------------------
 

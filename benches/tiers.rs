@@ -18,21 +18,13 @@ use std::time::{Duration, Instant};
 
 mod common;
 
+use common::fmt_ns;
+
 use criterion::Criterion;
 use tensorzone::{Location, Tensor, Zone};
 
 const SAMPLES: usize = 20;
 const ALLOCS: usize = 1_000_000;
-
-fn fmt_ns(ns: f64) -> String {
-    if ns >= 1e6 {
-        format!("{:.3} ms", ns / 1e6)
-    } else if ns >= 1e3 {
-        format!("{:.3} µs", ns / 1e3)
-    } else {
-        format!("{ns:.1} ns")
-    }
-}
 
 fn bench_host_arena(c: &mut Criterion, zone: &Zone) {
     let mut g = c.benchmark_group("host_arena_1M_x_32B");

@@ -4,24 +4,8 @@
 
 mod common;
 
+use common::{DEVICE_NEWER, DEVICE_ONLY, HOST_ONLY, SYNCED};
 use tensorzone::*;
-
-const DEVICE_ONLY: Residency = Residency {
-    host: CopyState::Absent,
-    device: CopyState::Current,
-};
-const HOST_ONLY: Residency = Residency {
-    host: CopyState::Current,
-    device: CopyState::Absent,
-};
-const SYNCED: Residency = Residency {
-    host: CopyState::Current,
-    device: CopyState::Current,
-};
-const DEVICE_NEWER: Residency = Residency {
-    host: CopyState::Stale,
-    device: CopyState::Current,
-};
 
 fn h2d(zone: &Zone) -> Transfers {
     zone.stats().host_to_device
@@ -322,22 +306,10 @@ fn main(@builtin(global_invocation_id) id: vec3<u32>) {
 #[test]
 fn gpu_work_of_each_frame_sees_that_frames_temporaries() {
     for zone in common::zones() {
-        let (Some(device), Some(queue)) = (zone.wgpu_device(), zone.wgpu_queue()) else {
+        if zone.wgpu_device().is_none() {
             eprintln!("skipping on {}: no GPU", zone.info());
             continue;
-        };
-        let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
-            label: Some("frame kernel"),
-            source: wgpu::ShaderSource::Wgsl(FRAME_KERNEL.into()),
-        });
-        let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-            label: Some("frame kernel"),
-            layout: None,
-            module: &module,
-            entry_point: Some("main"),
-            compilation_options: Default::default(),
-            cache: None,
-        });
+        }
         let n = 300usize;
         let frames = 60u32;
         let mut arena = zone.arena();
@@ -349,36 +321,19 @@ fn gpu_work_of_each_frame_sees_that_frames_temporaries() {
             let mut a = arena.from_slice([n], &av, Location::Host).unwrap();
             let mut b = arena.from_slice([n], &bv, Location::Device).unwrap();
             let mut out = Tensor::<u32>::empty(&zone, [n], Location::Device).unwrap();
-            let layout = pipeline.get_bind_group_layout(0);
-            let group = device.create_bind_group(&wgpu::BindGroupDescriptor {
-                label: Some("frame"),
-                layout: &layout,
-                entries: &[
-                    wgpu::BindGroupEntry {
-                        binding: 0,
-                        resource: wgpu::BindingResource::Buffer(a.binding().unwrap()),
-                    },
-                    wgpu::BindGroupEntry {
-                        binding: 1,
-                        resource: wgpu::BindingResource::Buffer(b.binding().unwrap()),
-                    },
-                    wgpu::BindGroupEntry {
-                        binding: 2,
-                        resource: wgpu::BindingResource::Buffer(out.binding().unwrap()),
-                    },
+            common::dispatch(
+                &zone,
+                FRAME_KERNEL,
+                vec![
+                    wgpu::BindingResource::Buffer(a.binding().unwrap()),
+                    wgpu::BindingResource::Buffer(b.binding().unwrap()),
+                    wgpu::BindingResource::Buffer(out.binding().unwrap()),
                 ],
-            });
-            let mut enc = device.create_command_encoder(&Default::default());
-            {
-                let mut pass = enc.begin_compute_pass(&Default::default());
-                pass.set_pipeline(&pipeline);
-                pass.set_bind_group(0, &group, &[]);
-                pass.dispatch_workgroups((n as u32).div_ceil(64), 1, 1);
-            }
-            queue.submit([enc.finish()]);
+                (n as u32).div_ceil(64),
+            );
             out.mark_device_written().unwrap();
             outputs.push((av, bv, out));
-            drop((a, b, group));
+            drop((a, b));
             arena.reset();
             if f == 0 {
                 blocks_after_first = zone.stats().device_blocks_created;

@@ -10,9 +10,7 @@ mod common;
 
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
-use tensorzone::{
-    ArenaTensor, BackendKind, CopyState, Location, Residency, Tensor, Transfers, Zone,
-};
+use tensorzone::{ArenaTensor, CopyState, Location, Residency, Tensor, Transfers, Zone};
 
 #[derive(Clone, Debug)]
 enum Op {
@@ -204,13 +202,7 @@ fn run_case(zone: &Zone, frames: &[Vec<Op>]) -> Result<(), TestCaseError> {
 #[test]
 fn arena_model() {
     for zone in common::zones() {
-        let cases = std::env::var("PROPTEST_CASES")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(match zone.backend() {
-                BackendKind::Cpu => 64,
-                BackendKind::Gpu => 24,
-            });
+        let cases = common::proptest_cases(&zone, 64, 24);
         let mut config = Config::with_cases(cases);
         config.failure_persistence = None;
         let mut runner = TestRunner::new(config);

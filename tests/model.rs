@@ -933,14 +933,7 @@ fn run_case<T: Gen>(zone: &Zone, ops: &[Op]) -> Result<(), TestCaseError> {
 fn run_model<T: Gen>() {
     // Small slabs: `Trim` then costs little, and blocks come and go often.
     for zone in common::zones_with(Zone::builder().slab_size(64 << 10)) {
-        // PROPTEST_CASES, when set, overrides the per-backend default.
-        let cases = std::env::var("PROPTEST_CASES")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(match zone.backend() {
-                BackendKind::Cpu => 64,
-                BackendKind::Gpu => 32,
-            });
+        let cases = common::proptest_cases(&zone, 64, 32);
         let mut config = Config::with_cases(cases);
         config.failure_persistence = None;
         config.max_shrink_iters = 4096;

@@ -82,42 +82,17 @@ fn a_small_tensor_is_a_kernel_uniform() {
             mapped_at_creation: false,
         });
         queue.write_buffer(&uniform, 0, params.as_bytes());
-        let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
-            label: Some("uniform kernel"),
-            source: wgpu::ShaderSource::Wgsl(UNIFORM_KERNEL.into()),
-        });
-        let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-            label: Some("uniform kernel"),
-            layout: None,
-            module: &module,
-            entry_point: Some("main"),
-            compilation_options: Default::default(),
-            cache: None,
-        });
         let data: Vec<f32> = (0..100).map(|i| i as f32).collect();
         let mut t = Tensor::from_slice(&zone, [100], &data, Location::Device).unwrap();
-        let group = device.create_bind_group(&wgpu::BindGroupDescriptor {
-            label: Some("uniform"),
-            layout: &pipeline.get_bind_group_layout(0),
-            entries: &[
-                wgpu::BindGroupEntry {
-                    binding: 0,
-                    resource: uniform.as_entire_binding(),
-                },
-                wgpu::BindGroupEntry {
-                    binding: 1,
-                    resource: wgpu::BindingResource::Buffer(t.binding().unwrap()),
-                },
+        common::dispatch(
+            &zone,
+            UNIFORM_KERNEL,
+            vec![
+                uniform.as_entire_binding(),
+                wgpu::BindingResource::Buffer(t.binding().unwrap()),
             ],
-        });
-        let mut enc = device.create_command_encoder(&Default::default());
-        {
-            let mut pass = enc.begin_compute_pass(&Default::default());
-            pass.set_pipeline(&pipeline);
-            pass.set_bind_group(0, &group, &[]);
-            pass.dispatch_workgroups(2, 1, 1);
-        }
-        queue.submit([enc.finish()]);
+            2,
+        );
         t.mark_device_written().unwrap();
         let want: Vec<f32> = data.iter().map(|x| x * 3.0 + 0.5).collect();
         assert_eq!(t.to_vec().unwrap(), want);

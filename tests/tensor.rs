@@ -3,29 +3,9 @@
 
 mod common;
 
+use common::{DEVICE_NEWER, DEVICE_ONLY, HOST_NEWER, HOST_ONLY, SYNCED};
 use ndarray::{s, Array2, ArrayView2};
 use tensorzone::*;
-
-const HOST_ONLY: Residency = Residency {
-    host: CopyState::Current,
-    device: CopyState::Absent,
-};
-const DEVICE_ONLY: Residency = Residency {
-    host: CopyState::Absent,
-    device: CopyState::Current,
-};
-const SYNCED: Residency = Residency {
-    host: CopyState::Current,
-    device: CopyState::Current,
-};
-const HOST_NEWER: Residency = Residency {
-    host: CopyState::Current,
-    device: CopyState::Stale,
-};
-const DEVICE_NEWER: Residency = Residency {
-    host: CopyState::Stale,
-    device: CopyState::Current,
-};
 
 fn bytes_of<T: Element>(v: &[T]) -> Vec<u8> {
     bytemuck::cast_slice::<T, u8>(v).to_vec()
@@ -1166,39 +1146,15 @@ fn main(@builtin(global_invocation_id) id: vec3<u32>) {
 
 /// Runs the kernel over `t`; returns the binding's offset and size.
 fn run_kernel(zone: &Zone, t: &mut Tensor<u32>) -> (u64, Option<u64>) {
-    let device = zone.wgpu_device().expect("GPU zone");
-    let queue = zone.wgpu_queue().expect("GPU zone");
-    let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
-        label: Some("test kernel"),
-        source: wgpu::ShaderSource::Wgsl(KERNEL.into()),
-    });
-    let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-        label: Some("test kernel"),
-        layout: None,
-        module: &module,
-        entry_point: Some("main"),
-        compilation_options: Default::default(),
-        cache: None,
-    });
     let n = t.len() as u32;
     let binding = t.binding().unwrap();
     let where_ = (binding.offset, binding.size.map(|s| s.get()));
-    let group = device.create_bind_group(&wgpu::BindGroupDescriptor {
-        label: Some("test kernel"),
-        layout: &pipeline.get_bind_group_layout(0),
-        entries: &[wgpu::BindGroupEntry {
-            binding: 0,
-            resource: wgpu::BindingResource::Buffer(binding),
-        }],
-    });
-    let mut enc = device.create_command_encoder(&Default::default());
-    {
-        let mut pass = enc.begin_compute_pass(&Default::default());
-        pass.set_pipeline(&pipeline);
-        pass.set_bind_group(0, &group, &[]);
-        pass.dispatch_workgroups(n.div_ceil(64), 1, 1);
-    }
-    queue.submit([enc.finish()]);
+    common::dispatch(
+        zone,
+        KERNEL,
+        vec![wgpu::BindingResource::Buffer(binding)],
+        n.div_ceil(64),
+    );
     t.mark_device_written().unwrap();
     where_
 }
@@ -1543,52 +1499,26 @@ fn main() {
 #[test]
 fn binding_padding_is_zero() {
     for zone in common::zones() {
-        let (Some(device), Some(queue)) = (zone.wgpu_device(), zone.wgpu_queue()) else {
+        if zone.wgpu_device().is_none() {
             continue;
-        };
+        }
         let t = Tensor::<u8>::from_slice(&zone, [8], &[0xFF; 8], Location::Device).unwrap();
         drop(t);
         let mut t =
             Tensor::<u8>::from_slice(&zone, [5], &[1, 2, 3, 4, 5], Location::Device).unwrap();
         let mut out = Tensor::<u32>::from_slice(&zone, [1], &[0xDEAD], Location::Device).unwrap();
-        let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
-            label: Some("read padding"),
-            source: wgpu::ShaderSource::Wgsl(READ_PADDING.into()),
-        });
-        let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-            label: Some("read padding"),
-            layout: None,
-            module: &module,
-            entry_point: Some("main"),
-            compilation_options: Default::default(),
-            cache: None,
-        });
         let data_binding = t.binding().unwrap();
         assert_eq!(data_binding.size.map(|s| s.get()), Some(8));
         let out_binding = out.binding().unwrap();
-        let group = device.create_bind_group(&wgpu::BindGroupDescriptor {
-            label: Some("read padding"),
-            layout: &pipeline.get_bind_group_layout(0),
-            entries: &[
-                wgpu::BindGroupEntry {
-                    binding: 0,
-                    resource: wgpu::BindingResource::Buffer(data_binding),
-                },
-                wgpu::BindGroupEntry {
-                    binding: 1,
-                    resource: wgpu::BindingResource::Buffer(out_binding),
-                },
+        common::dispatch(
+            &zone,
+            READ_PADDING,
+            vec![
+                wgpu::BindingResource::Buffer(data_binding),
+                wgpu::BindingResource::Buffer(out_binding),
             ],
-        });
-        let mut enc = device.create_command_encoder(&Default::default());
-        {
-            let mut pass = enc.begin_compute_pass(&Default::default());
-            pass.set_pipeline(&pipeline);
-            pass.set_bind_group(0, &group, &[]);
-            pass.dispatch_workgroups(1, 1, 1);
-        }
-        queue.submit([enc.finish()]);
-        drop(group);
+            1,
+        );
         out.mark_device_written().unwrap();
         assert_eq!(out.to_vec().unwrap(), [5], "bytes 4..8 are [5, 0, 0, 0]");
         assert_eq!(t.to_vec().unwrap(), [1, 2, 3, 4, 5]);

@@ -73,3 +73,14 @@ pub fn gpu_zone(label: &str) -> Result<Zone, String> {
     }
     Ok(zone)
 }
+
+/// A duration in ns, printed with a unit that fits.
+pub fn fmt_ns(ns: f64) -> String {
+    if ns >= 1e6 {
+        format!("{:.3} ms", ns / 1e6)
+    } else if ns >= 1e3 {
+        format!("{:.3} µs", ns / 1e3)
+    } else {
+        format!("{ns:.1} ns")
+    }
+}

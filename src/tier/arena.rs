@@ -22,14 +22,12 @@ use std::cell::UnsafeCell;
 use std::fmt;
 use std::ptr::NonNull;
 
-use ndarray::{ArrayD, ArrayViewD, ArrayViewMutD, IxDyn};
-
-use crate::dtype::{DType, Element};
+use crate::dtype::Element;
 use crate::error::{Error, Result};
 use crate::pool::bump::{Bump, Bumped};
-use crate::residency::{Location, Residency};
+use crate::residency::Location;
 use crate::shape::{IntoShape, Shape};
-use crate::tier::owned::{checked, view_mut_of, view_of, Tensor};
+use crate::tier::owned::{checked, Tensor};
 use crate::tier::sync::{self, check_len, Parts, Storage, SyncState};
 use crate::zone::{DevicePlace, DeviceRange, Zone};
 
@@ -521,73 +519,13 @@ pub struct ArenaTensor<'a, T: Element> {
 }
 
 impl<'a, T: Element> ArenaTensor<'a, T> {
-    /// Makes the device copy current: uploads once if the host copy is newer.
-    pub fn to_device(&mut self) -> Result<()> {
-        sync::sync_device(self)
-    }
-
-    /// Makes the host copy current: downloads once if the device copy is newer.
-    pub fn to_host(&mut self) -> Result<()> {
-        sync::sync_host(self)
-    }
-
-    /// Which copies exist and which are current.
-    pub fn residency(&self) -> Residency {
-        sync::residency(self)
-    }
-
-    /// The elements on the host, downloading first if the device is newer.
-    pub fn as_slice(&mut self) -> Result<&[T]> {
-        sync::as_slice(self)
-    }
-
-    /// The elements on the host for writing; the device copy becomes stale.
-    pub fn as_mut_slice(&mut self) -> Result<&mut [T]> {
-        sync::as_mut_slice(self)
-    }
-
-    /// An ndarray view of the host copy, downloading first if needed.
-    pub fn view(&mut self) -> Result<ArrayViewD<'_, T>> {
-        let dims = IxDyn(self.shape.dims());
-        view_of(dims, self.as_slice()?)
-    }
-
-    /// A mutable ndarray view of the host copy; the device copy becomes stale.
-    pub fn view_mut(&mut self) -> Result<ArrayViewMutD<'_, T>> {
-        let dims = IxDyn(self.shape.dims());
-        view_mut_of(dims, self.as_mut_slice()?)
-    }
-
-    /// The elements, row-major, downloading first if needed.
-    pub fn to_vec(&mut self) -> Result<Vec<T>> {
-        Ok(self.as_slice()?.to_vec())
-    }
-
-    /// An owned ndarray of the elements.
-    pub fn to_ndarray(&mut self) -> Result<ArrayD<T>> {
-        Ok(self.view()?.to_owned())
-    }
-
-    /// Overwrites the elements from the host; the device copy becomes stale.
-    pub fn write_host(&mut self, data: &[T]) -> Result<()> {
-        sync::write_host(self, data)
-    }
-
-    /// Overwrites the device copy straight from `data` (one upload).
-    pub fn write_device(&mut self, data: &[T]) -> Result<()> {
-        sync::write_device(self, data)
-    }
+    sync::residency_api!();
 
     /// A wgpu binding of the device copy (made current first); see
     /// [`Tensor::binding`] for the rules. The bind group must not be used
     /// after the arena is reset or dropped.
     pub fn binding(&mut self) -> Result<wgpu::BufferBinding<'_>> {
         sync::binding(self)
-    }
-
-    /// Records that device work wrote the device copy.
-    pub fn mark_device_written(&mut self) -> Result<()> {
-        sync::mark_device_written(self)
     }
 
     /// Copies `src` into this tensor on the device (one device→device copy).
@@ -601,36 +539,6 @@ impl<'a, T: Element> ArenaTensor<'a, T> {
     #[allow(clippy::wrong_self_convention)]
     pub fn to_owned(&mut self) -> Result<Tensor<T>> {
         Tensor::copy_of(self)
-    }
-
-    /// The shape.
-    pub fn shape(&self) -> &Shape {
-        &self.shape
-    }
-
-    /// The dimensions.
-    pub fn dims(&self) -> &[usize] {
-        self.shape.dims()
-    }
-
-    /// Number of elements.
-    pub fn len(&self) -> usize {
-        self.shape.numel()
-    }
-
-    /// Always false: tensors hold at least one element.
-    pub fn is_empty(&self) -> bool {
-        false
-    }
-
-    /// The element type.
-    pub fn dtype(&self) -> DType {
-        T::DTYPE
-    }
-
-    /// Bytes of the elements.
-    pub fn byte_len(&self) -> u64 {
-        Storage::byte_len(self)
     }
 
     /// The arena the tensor lives in.

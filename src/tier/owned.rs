@@ -3,11 +3,11 @@
 use std::fmt;
 use std::sync::atomic::Ordering;
 
-use ndarray::{ArrayBase, ArrayD, ArrayViewD, ArrayViewMutD, Data, Dimension, IxDyn};
+use ndarray::{ArrayBase, Data, Dimension};
 
-use crate::dtype::{DType, Element};
+use crate::dtype::Element;
 use crate::error::{Error, Result};
-use crate::residency::{Location, Residency};
+use crate::residency::Location;
 use crate::shape::{IntoShape, Shape};
 use crate::tier::pinned::PinnedBuffer;
 use crate::tier::sync::{self, check_len, Parts, Storage, SyncState};
@@ -269,22 +269,7 @@ impl<T: Element> Tensor<T> {
 
     // ----- residency -------------------------------------------------------
 
-    /// Makes the device copy current: uploads once if the host copy is
-    /// newer; does nothing if the device copy is already current.
-    pub fn to_device(&mut self) -> Result<()> {
-        sync::sync_device(self)
-    }
-
-    /// Makes the host copy current: downloads once if the device copy is
-    /// newer; does nothing if the host copy is already current.
-    pub fn to_host(&mut self) -> Result<()> {
-        sync::sync_host(self)
-    }
-
-    /// Which copies exist and which are current.
-    pub fn residency(&self) -> Residency {
-        sync::residency(self)
-    }
+    sync::residency_api!();
 
     /// Releases the host copy, keeping the device one (made current first).
     pub fn drop_host_copy(&mut self) -> Result<()> {
@@ -313,50 +298,7 @@ impl<T: Element> Tensor<T> {
 
     // ----- host access -----------------------------------------------------
 
-    /// The elements on the host, downloading first if the device is newer.
-    pub fn as_slice(&mut self) -> Result<&[T]> {
-        sync::as_slice(self)
-    }
-
-    /// The elements on the host for writing; the device copy becomes stale.
-    pub fn as_mut_slice(&mut self) -> Result<&mut [T]> {
-        sync::as_mut_slice(self)
-    }
-
-    /// An ndarray view of the host copy, downloading first if needed.
-    pub fn view(&mut self) -> Result<ArrayViewD<'_, T>> {
-        let dims = IxDyn(self.shape.dims());
-        view_of(dims, self.as_slice()?)
-    }
-
-    /// A mutable ndarray view of the host copy; the device copy becomes stale.
-    pub fn view_mut(&mut self) -> Result<ArrayViewMutD<'_, T>> {
-        let dims = IxDyn(self.shape.dims());
-        view_mut_of(dims, self.as_mut_slice()?)
-    }
-
-    /// The elements, row-major, downloading first if needed.
-    pub fn to_vec(&mut self) -> Result<Vec<T>> {
-        Ok(self.as_slice()?.to_vec())
-    }
-
-    /// An owned ndarray of the elements.
-    pub fn to_ndarray(&mut self) -> Result<ArrayD<T>> {
-        Ok(self.view()?.to_owned())
-    }
-
-    /// Overwrites the elements from the host; the device copy becomes stale.
-    pub fn write_host(&mut self, data: &[T]) -> Result<()> {
-        sync::write_host(self, data)
-    }
-
     // ----- device access ---------------------------------------------------
-
-    /// Overwrites the device copy straight from `data` (one upload, no host
-    /// copy kept current); the host copy becomes stale.
-    pub fn write_device(&mut self, data: &[T]) -> Result<()> {
-        sync::write_device(self, data)
-    }
 
     /// Overwrites the device copy from a pinned buffer (one staging→device
     /// copy); the host copy becomes stale.
@@ -393,16 +335,6 @@ impl<T: Element> Tensor<T> {
     /// Errors: [`Error::NeedsGpu`] on the CPU backend.
     pub fn binding(&mut self) -> Result<wgpu::BufferBinding<'_>> {
         sync::binding(self)
-    }
-
-    /// Records that device work wrote the device copy: the host copy is
-    /// stale from now on and the next host read downloads once.
-    ///
-    /// If none of this tensor's bytes ever reached its device range (no
-    /// binding, upload or copy), the range is cleared first, so it reads as
-    /// zeros and never as a dropped tensor's bytes.
-    pub fn mark_device_written(&mut self) -> Result<()> {
-        sync::mark_device_written(self)
     }
 
     /// Copies `src` into this tensor on the device (one device→device copy;
@@ -447,55 +379,10 @@ impl<T: Element> Tensor<T> {
 
     // ----- metadata --------------------------------------------------------
 
-    /// The shape.
-    pub fn shape(&self) -> &Shape {
-        &self.shape
-    }
-
-    /// The dimensions.
-    pub fn dims(&self) -> &[usize] {
-        self.shape.dims()
-    }
-
-    /// Number of elements.
-    pub fn len(&self) -> usize {
-        self.shape.numel()
-    }
-
-    /// Always false: tensors hold at least one element.
-    pub fn is_empty(&self) -> bool {
-        false
-    }
-
-    /// The element type.
-    pub fn dtype(&self) -> DType {
-        T::DTYPE
-    }
-
-    /// Bytes of the elements.
-    pub fn byte_len(&self) -> u64 {
-        // Checked against overflow when the shape was accepted.
-        (self.shape.numel() * std::mem::size_of::<T>()) as u64
-    }
-
     /// The zone the tensor belongs to.
     pub fn zone(&self) -> &Zone {
         &self.zone
     }
-}
-
-/// An ndarray view of `data` with `dims`.
-pub(crate) fn view_of<T>(dims: IxDyn, data: &[T]) -> Result<ArrayViewD<'_, T>> {
-    ArrayViewD::from_shape(dims, data).map_err(|e| Error::Backend {
-        detail: e.to_string(),
-    })
-}
-
-/// A mutable ndarray view of `data` with `dims`.
-pub(crate) fn view_mut_of<T>(dims: IxDyn, data: &mut [T]) -> Result<ArrayViewMutD<'_, T>> {
-    ArrayViewMutD::from_shape(dims, data).map_err(|e| Error::Backend {
-        detail: e.to_string(),
-    })
 }
 
 impl<T: Element> Storage<T> for Tensor<T> {

@@ -233,3 +233,129 @@ pub(crate) fn copy_device<T: Element>(
     p.state.device_written();
     Ok(())
 }
+
+/// The residency and metadata calls every tensor tier with a `shape` field
+/// and a [`Storage`] impl offers, written once. Expanded inside each tier's
+/// `impl` block.
+macro_rules! residency_api {
+    () => {
+        /// Makes the device copy current: uploads once if the host copy is
+        /// newer; does nothing if the device copy is already current.
+        pub fn to_device(&mut self) -> $crate::Result<()> {
+            $crate::tier::sync::sync_device(self)
+        }
+
+        /// Makes the host copy current: downloads once if the device copy is
+        /// newer; does nothing if the host copy is already current.
+        pub fn to_host(&mut self) -> $crate::Result<()> {
+            $crate::tier::sync::sync_host(self)
+        }
+
+        /// Which copies exist and which are current.
+        pub fn residency(&self) -> $crate::Residency {
+            $crate::tier::sync::residency(self)
+        }
+
+        /// The elements on the host, downloading first if the device is newer.
+        pub fn as_slice(&mut self) -> $crate::Result<&[T]> {
+            $crate::tier::sync::as_slice(self)
+        }
+
+        /// The elements on the host for writing; the device copy becomes stale.
+        pub fn as_mut_slice(&mut self) -> $crate::Result<&mut [T]> {
+            $crate::tier::sync::as_mut_slice(self)
+        }
+
+        /// An ndarray view of the host copy, downloading first if needed.
+        pub fn view(&mut self) -> $crate::Result<ndarray::ArrayViewD<'_, T>> {
+            let dims = ndarray::IxDyn(self.shape.dims());
+            $crate::tier::sync::view_of(dims, self.as_slice()?)
+        }
+
+        /// A mutable ndarray view of the host copy; the device copy becomes stale.
+        pub fn view_mut(&mut self) -> $crate::Result<ndarray::ArrayViewMutD<'_, T>> {
+            let dims = ndarray::IxDyn(self.shape.dims());
+            $crate::tier::sync::view_mut_of(dims, self.as_mut_slice()?)
+        }
+
+        /// The elements, row-major, downloading first if needed.
+        pub fn to_vec(&mut self) -> $crate::Result<Vec<T>> {
+            Ok(self.as_slice()?.to_vec())
+        }
+
+        /// An owned ndarray of the elements.
+        pub fn to_ndarray(&mut self) -> $crate::Result<ndarray::ArrayD<T>> {
+            Ok(self.view()?.to_owned())
+        }
+
+        /// Overwrites the elements from the host; the device copy becomes stale.
+        pub fn write_host(&mut self, data: &[T]) -> $crate::Result<()> {
+            $crate::tier::sync::write_host(self, data)
+        }
+
+        /// Overwrites the device copy straight from `data` (one upload, no
+        /// host copy kept current); the host copy becomes stale.
+        pub fn write_device(&mut self, data: &[T]) -> $crate::Result<()> {
+            $crate::tier::sync::write_device(self, data)
+        }
+
+        /// Records that device work wrote the device copy: the host copy is
+        /// stale from now on and the next host read downloads once.
+        ///
+        /// If none of this tensor's bytes ever reached its device storage
+        /// (no binding, upload or copy), it is cleared first, so it reads as
+        /// zeros and never as another tensor's bytes.
+        pub fn mark_device_written(&mut self) -> $crate::Result<()> {
+            $crate::tier::sync::mark_device_written(self)
+        }
+
+        /// The shape.
+        pub fn shape(&self) -> &$crate::Shape {
+            &self.shape
+        }
+
+        /// The dimensions.
+        pub fn dims(&self) -> &[usize] {
+            self.shape.dims()
+        }
+
+        /// Number of elements.
+        pub fn len(&self) -> usize {
+            self.shape.numel()
+        }
+
+        /// Always false: tensors hold at least one element.
+        pub fn is_empty(&self) -> bool {
+            false
+        }
+
+        /// The element type.
+        pub fn dtype(&self) -> $crate::DType {
+            T::DTYPE
+        }
+
+        /// Bytes of the elements.
+        pub fn byte_len(&self) -> u64 {
+            // Checked against overflow when the shape was accepted.
+            (self.shape.numel() * std::mem::size_of::<T>()) as u64
+        }
+    };
+}
+pub(crate) use residency_api;
+
+/// An ndarray view of `data` with `dims`.
+pub(crate) fn view_of<T>(dims: ndarray::IxDyn, data: &[T]) -> Result<ndarray::ArrayViewD<'_, T>> {
+    ndarray::ArrayViewD::from_shape(dims, data).map_err(|e| Error::Backend {
+        detail: e.to_string(),
+    })
+}
+
+/// A mutable ndarray view of `data` with `dims`.
+pub(crate) fn view_mut_of<T>(
+    dims: ndarray::IxDyn,
+    data: &mut [T],
+) -> Result<ndarray::ArrayViewMutD<'_, T>> {
+    ndarray::ArrayViewMutD::from_shape(dims, data).map_err(|e| Error::Backend {
+        detail: e.to_string(),
+    })
+}

@@ -69,3 +69,84 @@ pub fn zones_with(builder: ZoneBuilder) -> Vec<Zone> {
 pub fn zones() -> Vec<Zone> {
     zones_with(Zone::builder())
 }
+
+use tensorzone::{CopyState, Residency};
+
+/// Only a host copy, and it is current.
+pub const HOST_ONLY: Residency = Residency {
+    host: CopyState::Current,
+    device: CopyState::Absent,
+};
+/// Only a device copy, and it is current.
+pub const DEVICE_ONLY: Residency = Residency {
+    host: CopyState::Absent,
+    device: CopyState::Current,
+};
+/// Both copies, both current.
+pub const SYNCED: Residency = Residency {
+    host: CopyState::Current,
+    device: CopyState::Current,
+};
+/// Both copies; the host one is newer.
+pub const HOST_NEWER: Residency = Residency {
+    host: CopyState::Current,
+    device: CopyState::Stale,
+};
+/// Both copies; the device one is newer.
+pub const DEVICE_NEWER: Residency = Residency {
+    host: CopyState::Stale,
+    device: CopyState::Current,
+};
+
+/// Compiles `wgsl` (entry point `main`) on the zone's device and runs it
+/// once: `bindings` are group 0's bindings 0, 1, … in order, `groups` the
+/// workgroup count in x. The caller records device writes on its tensors.
+pub fn dispatch(zone: &Zone, wgsl: &str, bindings: Vec<wgpu::BindingResource<'_>>, groups: u32) {
+    let device = zone.wgpu_device().expect("a GPU zone");
+    let queue = zone.wgpu_queue().expect("a GPU zone");
+    let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+        label: Some("test kernel"),
+        source: wgpu::ShaderSource::Wgsl(wgsl.into()),
+    });
+    let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+        label: Some("test kernel"),
+        layout: None,
+        module: &module,
+        entry_point: Some("main"),
+        compilation_options: Default::default(),
+        cache: None,
+    });
+    let entries: Vec<wgpu::BindGroupEntry<'_>> = bindings
+        .into_iter()
+        .enumerate()
+        .map(|(i, resource)| wgpu::BindGroupEntry {
+            binding: i as u32,
+            resource,
+        })
+        .collect();
+    let group = device.create_bind_group(&wgpu::BindGroupDescriptor {
+        label: Some("test kernel"),
+        layout: &pipeline.get_bind_group_layout(0),
+        entries: &entries,
+    });
+    let mut enc = device.create_command_encoder(&Default::default());
+    {
+        let mut pass = enc.begin_compute_pass(&Default::default());
+        pass.set_pipeline(&pipeline);
+        pass.set_bind_group(0, &group, &[]);
+        pass.dispatch_workgroups(groups, 1, 1);
+    }
+    queue.submit([enc.finish()]);
+}
+
+/// Proptest cases for `zone`: `PROPTEST_CASES` when set, else `cpu` or
+/// `gpu` by backend.
+pub fn proptest_cases(zone: &Zone, cpu: u32, gpu: u32) -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(match zone.backend() {
+            BackendKind::Cpu => cpu,
+            BackendKind::Gpu => gpu,
+        })
+}
