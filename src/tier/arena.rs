@@ -135,8 +135,19 @@ struct State {
     device_chunks: Vec<DeviceRange>,
 }
 
-/// A bump allocator of tensors for one frame, batch or request. See the
-/// [module docs](self).
+/// A bump allocator of tensors for one frame, batch or request.
+///
+/// It allocates [`ArenaTensor`]s on the host and on the device from blocks
+/// it keeps: host chunks of its own, and device ranges taken from the
+/// zone's pool. [`Arena::reset`] forgets every allocation in O(1) and keeps
+/// the blocks for the next frame; dropping the arena gives them back. An
+/// arena tensor borrows its arena, so the compiler rejects one that
+/// outlives it, is used after `reset`, or leaves the function that owns
+/// the arena; copy one out with [`ArenaTensor::to_owned`].
+///
+/// GPU work submitted in one frame sees that frame's bytes even after the
+/// next frame reuses the memory: every write to device memory goes through
+/// the zone's queue, which runs it after the work submitted before it.
 ///
 /// ```
 /// use tensorzone::{Location, Zone};

@@ -43,7 +43,10 @@ impl<T: Element> Shared<T> {
     }
 }
 
-/// An immutable tensor with shared ownership. See the [module docs](self).
+/// An immutable tensor with shared ownership: an `Arc` around an owned
+/// [`Tensor`]. `Clone` is one atomic increment, the last strong handle's
+/// drop returns the storage to the pool, and a [`WeakTensor`] never keeps
+/// memory alive. Writes go through [`SharedTensor::make_mut`].
 ///
 /// ```
 /// use tensorzone::{Location, Tensor, Zone};
