@@ -15,6 +15,13 @@ pub(crate) struct Counters {
     pub(crate) host_bytes_live: AtomicU64,
     pub(crate) device_blocks_created: AtomicU64,
     pub(crate) staging_buffers_created: AtomicU64,
+    pub(crate) peak_host_live: AtomicU64,
+    /// Bytes arenas hold: host chunks, and device chunks from the pool.
+    pub(crate) arena_host: AtomicU64,
+    pub(crate) arena_device: AtomicU64,
+    /// Bytes shared tensors hold (their host copies and device ranges).
+    pub(crate) shared_host: AtomicU64,
+    pub(crate) shared_device: AtomicU64,
 }
 
 /// Bytes and calls of one transfer direction.
@@ -40,7 +47,30 @@ impl TransferCounter {
 
 impl Counters {
     pub(crate) fn add_host(&self, bytes: u64) {
-        self.host_bytes_live.fetch_add(bytes, Relaxed);
+        let now = self.host_bytes_live.fetch_add(bytes, Relaxed) + bytes;
+        self.peak_host_live.fetch_max(now, Relaxed);
+    }
+
+    /// Bytes by tier, from the totals and what arenas and shared tensors
+    /// hold (owned tensors hold the rest; small tensors hold no zone memory).
+    pub(crate) fn tiers(&self, host_live: u64, device_live: u64) -> TierUsage {
+        let arena = HostDevice {
+            host: self.arena_host.load(Relaxed),
+            device: self.arena_device.load(Relaxed),
+        };
+        let shared = HostDevice {
+            host: self.shared_host.load(Relaxed),
+            device: self.shared_device.load(Relaxed),
+        };
+        TierUsage {
+            small: HostDevice::default(),
+            owned: HostDevice {
+                host: host_live.saturating_sub(arena.host + shared.host),
+                device: device_live.saturating_sub(arena.device + shared.device),
+            },
+            arena,
+            shared,
+        }
     }
     pub(crate) fn sub_host(&self, bytes: u64) {
         self.host_bytes_live.fetch_sub(bytes, Relaxed);
@@ -61,6 +91,73 @@ pub struct Transfers {
     pub bytes: u64,
     /// Transfers made.
     pub calls: u64,
+}
+
+/// Bytes held on the host and on the device.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct HostDevice {
+    /// Host bytes.
+    pub host: u64,
+    /// Device bytes (pool ranges, rounded up to the offset alignment).
+    pub device: u64,
+}
+
+/// Live bytes by tier (see the crate docs' "Choosing a tier").
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct TierUsage {
+    /// Inline small tensors: always zero, they hold no zone memory.
+    pub small: HostDevice,
+    /// Arenas: the host chunks and device chunks they hold, used or not.
+    pub arena: HostDevice,
+    /// Owned tensors' host copies and device ranges.
+    pub owned: HostDevice,
+    /// Shared tensors' host copies and device ranges.
+    pub shared: HostDevice,
+}
+
+/// What happened per second between two snapshots (`later - &earlier`).
+#[derive(Copy, Clone, Debug, Default, PartialEq)]
+pub struct Rates {
+    /// Seconds between the snapshots.
+    pub seconds: f64,
+    /// Device allocations per second.
+    pub allocations_per_s: f64,
+    /// Device frees per second.
+    pub frees_per_s: f64,
+    /// Tensors created per second.
+    pub tensors_per_s: f64,
+    /// Host → device GB/s (10^9 bytes).
+    pub host_to_device_gbps: f64,
+    /// Device → host GB/s.
+    pub device_to_host_gbps: f64,
+    /// Device → device GB/s.
+    pub device_to_device_gbps: f64,
+}
+
+impl std::ops::Sub<&ZoneStats> for &ZoneStats {
+    type Output = Rates;
+
+    /// Rates from `rhs` (the earlier snapshot) to `self`.
+    fn sub(self, rhs: &ZoneStats) -> Rates {
+        let seconds = self.uptime.saturating_sub(rhs.uptime).as_secs_f64();
+        let per_s = |a: u64, b: u64| {
+            if seconds > 0.0 {
+                a.saturating_sub(b) as f64 / seconds
+            } else {
+                0.0
+            }
+        };
+        Rates {
+            seconds,
+            allocations_per_s: per_s(self.device_allocations, rhs.device_allocations),
+            frees_per_s: per_s(self.device_frees, rhs.device_frees),
+            tensors_per_s: per_s(self.tensors_created, rhs.tensors_created),
+            host_to_device_gbps: per_s(self.host_to_device.bytes, rhs.host_to_device.bytes) / 1e9,
+            device_to_host_gbps: per_s(self.device_to_host.bytes, rhs.device_to_host.bytes) / 1e9,
+            device_to_device_gbps: per_s(self.device_to_device.bytes, rhs.device_to_device.bytes)
+                / 1e9,
+        }
+    }
 }
 
 /// A snapshot of a zone's memory and traffic, from [`crate::Zone::stats`].
@@ -108,6 +205,20 @@ pub struct ZoneStats {
     pub device_to_host: Transfers,
     /// Device → device copies.
     pub device_to_device: Transfers,
+    /// Live bytes by tier and location.
+    pub tiers: TierUsage,
+    /// Highest `host_live_bytes` since the zone opened or `reset_peaks`.
+    pub peak_host_live_bytes: u64,
+    /// Highest device bytes the pool had handed out (ranges in threads'
+    /// caches count as handed out) since the zone opened or `reset_peaks`.
+    pub peak_device_live_bytes: u64,
+    /// Highest `device_reserved_bytes` since the zone opened or `reset_peaks`.
+    pub peak_device_reserved_bytes: u64,
+    /// Highest `staging_reserved_bytes` since the zone opened or `reset_peaks`.
+    pub peak_staging_reserved_bytes: u64,
+    /// Time from the zone's start to this snapshot: two snapshots subtract
+    /// into [`Rates`].
+    pub uptime: std::time::Duration,
 }
 
 impl ZoneStats {
@@ -148,7 +259,7 @@ impl fmt::Display for ZoneStats {
         writeln!(f, "{line}")?;
         writeln!(f, "{:<34}{:>26}", "tensorzone memory summary", "")?;
         writeln!(f, "{line}")?;
-        let rows: [(&str, String); 14] = [
+        let rows: [(&str, String); 20] = [
             (
                 "tensors live / created",
                 format!("{} / {}", self.tensors_live, self.tensors_created),
@@ -181,12 +292,36 @@ impl fmt::Display for ZoneStats {
             ("host -> device", transfer(self.host_to_device)),
             ("device -> host", transfer(self.device_to_host)),
             ("device -> device", transfer(self.device_to_device)),
+            (
+                "peak host / device live",
+                format!(
+                    "{} / {}",
+                    bytes(self.peak_host_live_bytes),
+                    bytes(self.peak_device_live_bytes)
+                ),
+            ),
+            (
+                "peak device / staging reserved",
+                format!(
+                    "{} / {}",
+                    bytes(self.peak_device_reserved_bytes),
+                    bytes(self.peak_staging_reserved_bytes)
+                ),
+            ),
+            ("tier: host / device", String::new()),
+            ("  arena", tier(self.tiers.arena)),
+            ("  owned", tier(self.tiers.owned)),
+            ("  shared", tier(self.tiers.shared)),
         ];
         for (name, value) in &rows {
             writeln!(f, "{name:<34}{value:>26}")?;
         }
         write!(f, "{line}")
     }
+}
+
+fn tier(t: HostDevice) -> String {
+    format!("{} / {}", bytes(t.host), bytes(t.device))
 }
 
 fn transfer(t: Transfers) -> String {

@@ -263,6 +263,7 @@ impl ZoneBuilder {
             locals: Vec::new(),
             local_totals: LocalTotals::default(),
             mag_returned: 0,
+            peak_staging_reserved: 0,
         };
         Zone {
             inner: Arc::new(ZoneInner {
@@ -276,6 +277,7 @@ impl ZoneBuilder {
                 trim_epoch: std::sync::atomic::AtomicU64::new(0),
                 local_max_bytes: (slab_size / 8).min(MAGAZINE_MAX_BYTES),
                 local_max_range: slab_size / 4,
+                started: std::time::Instant::now(),
             }),
         }
     }
@@ -313,6 +315,8 @@ pub(crate) struct ZoneInner {
     pub(crate) local_max_bytes: u64,
     /// Largest request served from slabs (so eligible for magazines).
     local_max_range: u64,
+    /// When the zone opened: snapshots carry their time since then.
+    started: std::time::Instant,
 }
 
 impl ZoneInner {
@@ -400,6 +404,8 @@ struct State {
     /// Ranges magazines gave back to the pool: the pool counts each as a
     /// free, but the user's free was counted when the magazine took it.
     mag_returned: u64,
+    /// Highest staging bytes reserved since the start or `reset_peaks`.
+    peak_staging_reserved: u64,
 }
 
 fn put<T>(table: &mut Vec<Option<T>>, id: BlockId, value: T) {
@@ -424,6 +430,11 @@ pub(crate) struct DeviceRange {
 }
 
 impl DeviceRange {
+    /// Bytes reserved for the range.
+    pub(crate) fn size(&self) -> u64 {
+        self.alloc.size
+    }
+
     /// Where the range lies, for transfers.
     #[inline]
     pub(crate) fn place(&self) -> DevicePlace {
@@ -607,7 +618,36 @@ impl Zone {
             host_to_device: h2d,
             device_to_host: d2h,
             device_to_device: d2d,
+            tiers: c.tiers(
+                c.host_bytes_live.load(Ordering::Relaxed),
+                dev.live_bytes.saturating_sub(l_cached),
+            ),
+            peak_host_live_bytes: c.peak_host_live.load(Ordering::Relaxed),
+            peak_device_live_bytes: dev.peak_live_bytes,
+            peak_device_reserved_bytes: dev.peak_reserved_bytes + scratch,
+            peak_staging_reserved_bytes: st.peak_staging_reserved,
+            uptime: self.inner.started.elapsed(),
         }
+    }
+
+    /// Restarts every peak in [`Zone::stats`] from the current figure.
+    ///
+    /// ```
+    /// use tensorzone::{Location, Tensor, Zone};
+    /// let zone = Zone::cpu();
+    /// drop(Tensor::<u8>::zeros(&zone, [1 << 20], Location::Host).unwrap());
+    /// assert_eq!(zone.stats().peak_host_live_bytes, 1 << 20);
+    /// zone.reset_peaks();
+    /// assert_eq!(zone.stats().peak_host_live_bytes, 0);
+    /// ```
+    pub fn reset_peaks(&self) {
+        let c = &self.inner.counters;
+        c.peak_host_live
+            .store(c.host_bytes_live.load(Ordering::Relaxed), Ordering::Relaxed);
+        let mut st = self.lock();
+        st.device.reset_peaks();
+        st.peak_staging_reserved =
+            st.upload.stats().reserved_bytes + st.readback.stats().reserved_bytes;
     }
 
     /// Releases cached memory: device blocks no tensor uses and idle
@@ -957,6 +997,8 @@ impl Zone {
         let block = made.map_err(|e| self.staging_error(st, size, e))?;
         self.count_staging_created();
         let id = st.staging(dir).0.add(size);
+        let reserved = st.upload.stats().reserved_bytes + st.readback.stats().reserved_bytes;
+        st.peak_staging_reserved = st.peak_staging_reserved.max(reserved);
         Ok(Staging {
             id,
             block,

@@ -107,6 +107,10 @@ pub(crate) struct DevicePoolStats {
     pub(crate) hits: u64,
     /// `try_alloc` calls that returned `None`.
     pub(crate) misses: u64,
+    /// Highest `live_bytes` since the pool started or `reset_peaks`.
+    pub(crate) peak_live_bytes: u64,
+    /// Highest `reserved_bytes` since the pool started or `reset_peaks`.
+    pub(crate) peak_reserved_bytes: u64,
 }
 
 /// One entry of the zone's block table as the pool sees it.
@@ -262,6 +266,7 @@ impl DevicePool {
                 self.stats.hits += 1;
                 self.stats.allocations += 1;
                 self.stats.live_bytes += a.size;
+                self.stats.peak_live_bytes = self.stats.peak_live_bytes.max(self.stats.live_bytes);
                 Some(a)
             }
             None => {
@@ -382,6 +387,11 @@ impl DevicePool {
         self.stats.reserved_bytes += plan.size;
         self.stats.allocations += 1;
         self.stats.live_bytes += alloc.size;
+        self.stats.peak_live_bytes = self.stats.peak_live_bytes.max(self.stats.live_bytes);
+        self.stats.peak_reserved_bytes = self
+            .stats
+            .peak_reserved_bytes
+            .max(self.stats.reserved_bytes);
         (BlockId(id), alloc)
     }
 
@@ -512,6 +522,12 @@ impl DevicePool {
             .min(self.max_slab_request);
         let dedicated_max = self.cached_dedicated.last().map_or(0, |&(size, _)| size);
         slab_max.max(dedicated_max)
+    }
+
+    /// Restarts the peaks from the current figures.
+    pub(crate) fn reset_peaks(&mut self) {
+        self.stats.peak_live_bytes = self.stats.live_bytes;
+        self.stats.peak_reserved_bytes = self.stats.reserved_bytes;
     }
 
     /// Snapshot of the pool's accounting.
@@ -856,6 +872,8 @@ mod tests {
                 frees: 12,
                 hits: 6,
                 misses: 4,
+                peak_live_bytes: 19456,
+                peak_reserved_bytes: 19456,
                 ..DevicePoolStats::default()
             }
         );
@@ -885,12 +903,18 @@ mod tests {
                 frees: 0,
                 hits: 1,
                 misses: 2,
+                peak_live_bytes: 256 + 512 + 320 * 1024,
+                peak_reserved_bytes: MIB + 320 * 1024,
             }
         );
         p.free(b);
         p.free(c);
         let s = p.stats();
         assert_eq!(s.live_bytes, 256);
+        assert_eq!(s.peak_live_bytes, 256 + 512 + 320 * 1024, "peaks stay");
+        p.reset_peaks();
+        assert_eq!(p.stats().peak_live_bytes, 256);
+        assert_eq!(p.stats().peak_reserved_bytes, MIB + 320 * 1024);
         assert_eq!(s.cached_bytes, MIB + 320 * 1024 - 256);
         assert_eq!(s.frees, 2);
         assert_eq!(p.largest_free(), 320 * 1024);

@@ -301,6 +301,9 @@ impl Arena {
         let got = st.host_chunks.add(size)?;
         st.host.add_chunk(got);
         zone.counters().add_host(got);
+        zone.counters()
+            .arena_host
+            .fetch_add(got, std::sync::atomic::Ordering::Relaxed);
         match st.host.alloc(bytes, HOST_ALIGN) {
             Bumped::At { chunk, offset } => Ok((chunk, offset)),
             Bumped::NeedChunk { .. } => Err(Error::HostOutOfMemory {
@@ -323,6 +326,9 @@ impl Arena {
                     // The zone's pool, not this arena: no re-entry.
                     zone.check_fits(size)?;
                     let range = zone.alloc_device(size, false)?;
+                    zone.counters()
+                        .arena_device
+                        .fetch_add(range.size(), std::sync::atomic::Ordering::Relaxed);
                     st.device.add_chunk(size);
                     st.device_chunks.push(range);
                     match st.device.alloc(reserve, align) {
@@ -500,11 +506,15 @@ impl Arena {
 
 impl Drop for Arena {
     fn drop(&mut self) {
+        use std::sync::atomic::Ordering::Relaxed;
         let st = self.state.get_mut();
+        let c = self.zone.counters();
         for range in st.device_chunks.drain(..) {
+            c.arena_device.fetch_sub(range.size(), Relaxed);
             self.zone.free_device(range, false);
         }
-        self.zone.counters().sub_host(st.host.capacity());
+        c.sub_host(st.host.capacity());
+        c.arena_host.fetch_sub(st.host.capacity(), Relaxed);
     }
 }
 

@@ -352,6 +352,18 @@ impl<T: Element> Tensor<T> {
         Tensor::copy_of(self)
     }
 
+    /// Bytes this tensor holds: its host copy and its device range.
+    pub(crate) fn held(&self) -> crate::stats::HostDevice {
+        crate::stats::HostDevice {
+            host: if self.host.is_some() {
+                self.byte_len()
+            } else {
+                0
+            },
+            device: self.device.as_ref().map_or(0, DeviceRange::size),
+        }
+    }
+
     /// A new owned tensor with the contents of any tier's tensor `src`, in
     /// `src`'s zone (see [`Tensor::try_clone`]).
     pub(crate) fn copy_of(src: &mut impl Storage<T>) -> Result<Tensor<T>> {

@@ -7,19 +7,65 @@
 //! first when another strong handle could see the change.
 
 use std::fmt;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 
 use crate::dtype::{DType, Element};
 use crate::error::{Error, Result};
 use crate::residency::Residency;
 use crate::shape::Shape;
+use crate::stats::HostDevice;
 use crate::tier::owned::Tensor;
 use crate::tier::sync::{self, Storage};
 
-struct Shared<T: Element> {
+/// The tensor of a shared handle and the bytes the shared tier's counters
+/// hold for it.
+struct Slot<T: Element> {
     /// Never `None` while a strong handle can reach it; `make_mut` moves
     /// the tensor out only from a value no other handle shares.
-    tensor: Mutex<Option<Tensor<T>>>,
+    tensor: Option<Tensor<T>>,
+    /// What `shared_host`/`shared_device` count for this tensor now.
+    counted: HostDevice,
+}
+
+impl<T: Element> Slot<T> {
+    /// Brings the shared tier's counts in step with what the tensor holds
+    /// (residency calls, or writes through `make_mut`, may have added or
+    /// dropped copies since).
+    fn recount(&mut self) {
+        if let Some(t) = &self.tensor {
+            let now = t.held();
+            if now != self.counted {
+                account(t.zone(), self.counted, false);
+                account(t.zone(), now, true);
+                self.counted = now;
+            }
+        }
+    }
+
+    /// Takes the tensor out of the shared tier.
+    fn take(&mut self) -> Option<Tensor<T>> {
+        let t = self.tensor.take()?;
+        account(t.zone(), self.counted, false);
+        self.counted = HostDevice::default();
+        Some(t)
+    }
+}
+
+/// Adds `held` to (`into` true) or takes it from the shared tier's counts.
+fn account(zone: &crate::Zone, held: HostDevice, into: bool) {
+    let c = zone.counters();
+    if into {
+        c.shared_host.fetch_add(held.host, Relaxed);
+        c.shared_device.fetch_add(held.device, Relaxed);
+    } else {
+        c.shared_host.fetch_sub(held.host, Relaxed);
+        c.shared_device.fetch_sub(held.device, Relaxed);
+    }
+}
+
+struct Shared<T: Element> {
+    slot: Mutex<Slot<T>>,
     shape: Shape,
     /// The device block's buffer, looked up on the first `binding`: the
     /// contents are immutable, so the device copy never moves while shared.
@@ -28,18 +74,44 @@ struct Shared<T: Element> {
 
 impl<T: Element> Shared<T> {
     fn new(t: Tensor<T>) -> Shared<T> {
+        let counted = t.held();
+        account(t.zone(), counted, true);
         Shared {
             shape: t.shape().clone(),
-            tensor: Mutex::new(Some(t)),
+            slot: Mutex::new(Slot {
+                tensor: Some(t),
+                counted,
+            }),
             bound: OnceLock::new(),
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, Option<Tensor<T>>> {
+    /// A handle's placeholder while `make_mut` swaps tensors.
+    fn empty(shape: Shape) -> Shared<T> {
+        Shared {
+            slot: Mutex::new(Slot {
+                tensor: None,
+                counted: HostDevice::default(),
+            }),
+            shape,
+            bound: OnceLock::new(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Slot<T>> {
         // A panic while holding the lock cannot leave the tensor half
         // updated (each residency step completes or errors), so a poisoned
         // lock still guards consistent data.
-        self.tensor.lock().unwrap_or_else(|p| p.into_inner())
+        self.slot.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl<T: Element> Drop for Shared<T> {
+    fn drop(&mut self) {
+        // The last strong handle: the tensor leaves the shared tier and
+        // its storage goes back to the pool.
+        let slot = self.slot.get_mut().unwrap_or_else(|p| p.into_inner());
+        drop(slot.take());
     }
 }
 
@@ -90,11 +162,14 @@ fn gone() -> Error {
 }
 
 impl<T: Element> SharedTensor<T> {
-    /// Runs `f` on the tensor, under its lock.
+    /// Runs `f` on the tensor, under its lock, keeping the shared tier's
+    /// byte counts in step with the copies it holds.
     fn with<R>(&self, f: impl FnOnce(&mut Tensor<T>) -> Result<R>) -> Result<R> {
-        let mut g = self.inner.lock();
-        let t = g.as_mut().ok_or_else(gone)?;
-        f(t)
+        let mut slot = self.inner.lock();
+        slot.recount();
+        let r = f(slot.tensor.as_mut().ok_or_else(gone)?);
+        slot.recount();
+        r
     }
 
     /// A weak handle that does not keep the memory alive.
@@ -134,23 +209,20 @@ impl<T: Element> SharedTensor<T> {
     /// ```
     pub fn make_mut(&mut self) -> Result<&mut Tensor<T>> {
         if Arc::get_mut(&mut self.inner).is_none() {
-            let placeholder = Arc::new(Shared {
-                tensor: Mutex::new(None),
-                shape: self.inner.shape.clone(),
-                bound: OnceLock::new(),
-            });
+            let placeholder = Arc::new(Shared::empty(self.inner.shape.clone()));
             let old = std::mem::replace(&mut self.inner, placeholder);
             // `try_unwrap` succeeds only for the last strong handle, and
             // atomically: a weak handle cannot upgrade after it.
             let tensor = match Arc::try_unwrap(old) {
-                Ok(shared) => shared
-                    .tensor
-                    .into_inner()
-                    .unwrap_or_else(|p| p.into_inner()),
+                Ok(mut shared) => shared
+                    .slot
+                    .get_mut()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .take(),
                 Err(still_shared) => {
                     let copy = {
-                        let mut g = still_shared.lock();
-                        let t = g.as_mut().ok_or_else(gone);
+                        let mut slot = still_shared.lock();
+                        let t = slot.tensor.as_mut().ok_or_else(gone);
                         t.and_then(|t| Tensor::copy_of(t))
                     };
                     match copy {
@@ -165,12 +237,14 @@ impl<T: Element> SharedTensor<T> {
             self.inner = Arc::new(Shared::new(tensor.ok_or_else(gone)?));
         }
         let shared = Arc::get_mut(&mut self.inner).ok_or_else(gone)?;
-        // The tensor may now change where its device copy lives.
+        // The tensor may now change where its device copy lives; the
+        // shared tier's counts catch up on the next call or the drop.
         shared.bound = OnceLock::new();
         shared
-            .tensor
+            .slot
             .get_mut()
             .unwrap_or_else(|p| p.into_inner())
+            .tensor
             .as_mut()
             .ok_or_else(gone)
     }
@@ -187,8 +261,9 @@ impl<T: Element> SharedTensor<T> {
 
     /// Which copies exist and which are current.
     pub fn residency(&self) -> Residency {
-        let g = self.inner.lock();
-        g.as_ref()
+        let slot = self.inner.lock();
+        slot.tensor
+            .as_ref()
             .map(|t| t.residency())
             .unwrap_or_else(|| Residency::of(false, false, false, false))
     }
@@ -201,9 +276,10 @@ impl<T: Element> SharedTensor<T> {
     /// A read guard on the host copy (downloaded first if needed). Other
     /// handles' calls wait while it is held.
     pub fn read(&self) -> Result<SharedRead<'_, T>> {
-        let mut g = self.inner.lock();
-        g.as_mut().ok_or_else(gone)?.to_host()?;
-        Ok(SharedRead { guard: g })
+        self.to_host()?;
+        Ok(SharedRead {
+            guard: self.inner.lock(),
+        })
     }
 
     /// A wgpu binding of the device copy (made current first) for kernels
@@ -287,7 +363,7 @@ impl<T: Element> WeakTensor<T> {
     /// A strong handle, if the tensor is still alive.
     pub fn upgrade(&self) -> Option<SharedTensor<T>> {
         let inner = self.inner.upgrade()?;
-        let alive = inner.lock().is_some();
+        let alive = inner.lock().tensor.is_some();
         alive.then_some(SharedTensor { inner })
     }
 
@@ -307,7 +383,7 @@ impl<T: Element> Clone for WeakTensor<T> {
 
 /// The host elements of a [`SharedTensor`], read under its lock.
 pub struct SharedRead<'s, T: Element> {
-    guard: MutexGuard<'s, Option<Tensor<T>>>,
+    guard: MutexGuard<'s, Slot<T>>,
 }
 
 impl<T: Element> std::ops::Deref for SharedRead<'_, T> {
@@ -315,6 +391,7 @@ impl<T: Element> std::ops::Deref for SharedRead<'_, T> {
     fn deref(&self) -> &[T] {
         // `read` made the host copy current before building the guard.
         self.guard
+            .tensor
             .as_ref()
             .and_then(|t| Storage::host(t))
             .unwrap_or(&[])

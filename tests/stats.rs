@@ -1,0 +1,162 @@
+//! Stats by tier and location, peaks and rates, on every backend.
+
+mod common;
+
+use tensorzone::*;
+
+fn aligned(zone: &Zone, bytes: u64) -> u64 {
+    let a = zone.info().alignment;
+    bytes.div_ceil(a) * a
+}
+
+#[test]
+fn live_bytes_are_split_by_tier_and_location() {
+    for zone in common::zones() {
+        let z = HostDevice::default();
+        let s = zone.stats();
+        assert_eq!(s.tiers, TierUsage::default());
+
+        let owned = Tensor::<u8>::zeros(&zone, [1000], Location::Device).unwrap();
+        let host = Tensor::<u8>::zeros(&zone, [500], Location::Host).unwrap();
+        let s = zone.stats();
+        assert_eq!(
+            s.tiers.owned,
+            HostDevice {
+                host: 500,
+                device: aligned(&zone, 1000)
+            }
+        );
+        assert_eq!((s.tiers.arena, s.tiers.shared, s.tiers.small), (z, z, z));
+
+        let arena = zone.arena_with_capacity(256 << 10);
+        let a = arena.zeros::<f32>([100], Location::Device).unwrap();
+        let h = arena.zeros::<f32>([100], Location::Host).unwrap();
+        let s = zone.stats();
+        assert_eq!(s.tiers.arena.device, 256 << 10, "the arena's device chunk");
+        assert_eq!(s.tiers.arena.host, 64 << 10, "the arena's first host chunk");
+        assert_eq!(
+            s.tiers.owned.device,
+            aligned(&zone, 1000),
+            "owned unchanged"
+        );
+        assert_eq!(s.host_live_bytes, 500 + (64 << 10));
+
+        let shared = Tensor::<u16>::zeros(&zone, [1000], Location::Device)
+            .unwrap()
+            .into_shared();
+        let s = zone.stats();
+        assert_eq!(
+            s.tiers.shared,
+            HostDevice {
+                host: 0,
+                device: aligned(&zone, 2000)
+            }
+        );
+        assert_eq!(s.tiers.owned.device, aligned(&zone, 1000));
+        // a download gives the shared tensor a host copy: counted as shared
+        assert_eq!(shared.read().unwrap().len(), 1000);
+        assert_eq!(zone.stats().tiers.shared.host, 2000);
+        let other = shared.clone();
+        drop(shared);
+        assert_eq!(zone.stats().tiers.shared.host, 2000, "a handle remains");
+        drop(other);
+        assert_eq!(zone.stats().tiers.shared, z, "last drop leaves the tier");
+
+        drop((a, h));
+        drop(arena);
+        let s = zone.stats();
+        assert_eq!((s.tiers.arena, s.tiers.shared), (z, z));
+        assert_eq!(
+            s.tiers.owned,
+            HostDevice {
+                host: 500,
+                device: aligned(&zone, 1000)
+            }
+        );
+        drop((owned, host));
+        assert_eq!(zone.stats().tiers, TierUsage::default());
+    }
+}
+
+#[test]
+fn make_mut_moves_a_tensor_between_shared_and_owned_counts() {
+    for zone in common::zones() {
+        let mut s = Tensor::from_slice(&zone, [256], &[1u8; 256], Location::Device)
+            .unwrap()
+            .into_shared();
+        let dev = zone.stats().tiers.shared.device;
+        assert_eq!(dev, aligned(&zone, 256));
+        // unique: the tensor stays in place; a host copy made through the
+        // mutable borrow is counted on the next call
+        s.make_mut().unwrap().to_host().unwrap();
+        assert_eq!(s.to_vec().unwrap()[0], 1);
+        assert_eq!(zone.stats().tiers.shared.host, 256);
+        // shared: the copy is a new shared tensor; both count
+        let t = s.clone();
+        s.make_mut().unwrap().write_host(&[2; 256]).unwrap();
+        assert_eq!(s.to_vec().unwrap()[0], 2);
+        assert_eq!(t.to_vec().unwrap()[0], 1);
+        let st = zone.stats().tiers.shared;
+        assert_eq!(st.host, 512);
+        assert_eq!(st.device, dev * 2);
+        drop((s, t));
+        assert_eq!(zone.stats().tiers.shared, HostDevice::default());
+    }
+}
+
+#[test]
+fn peaks_hold_until_reset() {
+    for zone in common::zones() {
+        let big = Tensor::<u8>::zeros(&zone, [3 << 20], Location::Host).unwrap();
+        let dev = Tensor::<u8>::zeros(&zone, [1 << 20], Location::Device).unwrap();
+        let d_peak = zone.stats().peak_device_live_bytes;
+        assert!(d_peak >= 1 << 20);
+        drop((big, dev));
+        let s = zone.stats();
+        assert_eq!(s.peak_host_live_bytes, 3 << 20);
+        assert_eq!(s.peak_device_live_bytes, d_peak);
+        assert!(s.peak_device_reserved_bytes >= s.device_reserved_bytes);
+        // This thread's cached ranges count as handed out until a trim.
+        zone.trim();
+        zone.reset_peaks();
+        let s = zone.stats();
+        assert_eq!(s.peak_host_live_bytes, s.host_live_bytes);
+        assert_eq!(s.peak_device_reserved_bytes, s.device_reserved_bytes);
+        assert!(s.peak_device_live_bytes < d_peak);
+        let text = s.to_string();
+        assert!(text.contains("peak host / device live"), "{text}");
+        assert!(text.contains("  arena"), "{text}");
+    }
+}
+
+#[test]
+fn two_snapshots_give_rates() {
+    for zone in common::zones() {
+        let s0 = zone.stats();
+        let data = vec![7u8; 1 << 20];
+        for _ in 0..4 {
+            let mut t = Tensor::from_slice(&zone, [data.len()], &data, Location::Device).unwrap();
+            assert_eq!(t.as_slice().unwrap()[5], 7);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let s1 = zone.stats();
+        let r = &s1 - &s0;
+        assert!(r.seconds >= 0.02, "{r:?}");
+        let want_up = (4 << 20) as f64 / r.seconds / 1e9;
+        assert!(
+            (r.host_to_device_gbps - want_up).abs() < 1e-9 * want_up.max(1.0),
+            "{r:?}"
+        );
+        assert!(
+            (r.device_to_host_gbps - want_up).abs() < 1e-9 * want_up.max(1.0),
+            "{r:?}"
+        );
+        let allocs = (s1.device_allocations - s0.device_allocations) as f64;
+        assert!(
+            (r.allocations_per_s - allocs / r.seconds).abs() < 1e-6,
+            "{r:?}"
+        );
+        assert!((r.tensors_per_s - 4.0 / r.seconds).abs() < 1e-6, "{r:?}");
+        assert_eq!((&s0 - &s0).seconds, 0.0);
+    }
+}
