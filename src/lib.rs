@@ -12,6 +12,7 @@ mod residency;
 mod shape;
 mod stats;
 mod tier;
+mod trace;
 mod zone;
 
 pub use dtype::{DType, Element};
@@ -24,6 +25,7 @@ pub use tier::owned::Tensor;
 pub use tier::pinned::PinnedBuffer;
 pub use tier::shared::{SharedRead, SharedTensor, WeakTensor};
 pub use tier::small::SmallTensor;
+pub use trace::{Direction, Event, Tier, Trace, TraceEvent};
 pub use zone::{BackendChoice, BackendInfo, BackendKind, Zone, ZoneBuilder, BACKEND_ENV};
 
 pub use half::{bf16, f16};

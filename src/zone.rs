@@ -278,6 +278,7 @@ impl ZoneBuilder {
                 local_max_bytes: (slab_size / 8).min(MAGAZINE_MAX_BYTES),
                 local_max_range: slab_size / 4,
                 started: std::time::Instant::now(),
+                recorder: Default::default(),
             }),
         }
     }
@@ -317,6 +318,8 @@ pub(crate) struct ZoneInner {
     local_max_range: u64,
     /// When the zone opened: snapshots carry their time since then.
     started: std::time::Instant,
+    /// The opt-in event trace.
+    pub(crate) recorder: crate::trace::Recorder,
 }
 
 impl ZoneInner {
@@ -628,6 +631,39 @@ impl Zone {
             peak_staging_reserved_bytes: st.peak_staging_reserved,
             uptime: self.inner.started.elapsed(),
         }
+    }
+
+    /// Starts recording allocations, frees, transfers and arena resets
+    /// (dropping any trace still running). See [`crate::Trace`].
+    pub fn start_trace(&self) {
+        let tiers = self.stats().tiers;
+        self.inner.recorder.start(tiers);
+    }
+
+    /// Stops recording and returns what was recorded (empty if no trace
+    /// ran).
+    pub fn stop_trace(&self) -> crate::Trace {
+        self.inner.recorder.stop()
+    }
+
+    /// Records the event `make` builds, if a trace runs.
+    #[inline(always)]
+    pub(crate) fn trace(&self, make: impl FnOnce() -> crate::trace::Event) {
+        if self.inner.recorder.on() {
+            self.inner.recorder.record(make());
+        }
+    }
+
+    /// Counts a transfer (and traces it).
+    fn count_transfer(&self, direction: crate::trace::Direction, bytes: u64) {
+        use crate::trace::Direction;
+        let c = &self.inner.counters;
+        match direction {
+            Direction::HostToDevice => c.h2d.add(bytes),
+            Direction::DeviceToHost => c.d2h.add(bytes),
+            Direction::DeviceToDevice => c.d2d.add(bytes),
+        }
+        self.trace(|| crate::trace::Event::Transfer { direction, bytes });
     }
 
     /// Restarts every peak in [`Zone::stats`] from the current figure.
@@ -1081,7 +1117,7 @@ impl Zone {
                 return self.upload_staging(staging, dst, data.len() as u64);
             }
         }
-        self.inner.counters.h2d.add(data.len() as u64);
+        self.count_transfer(crate::trace::Direction::HostToDevice, data.len() as u64);
         Ok(())
     }
 
@@ -1106,7 +1142,7 @@ impl Zone {
                 match g.upload_from_staging(src, d, dst.offset(), copy) {
                     Ok(flag) => {
                         self.release_upload_pending(staging, flag);
-                        self.inner.counters.h2d.add(len);
+                        self.count_transfer(crate::trace::Direction::HostToDevice, len);
                         return Ok(());
                     }
                     Err(e) => Err(e),
@@ -1114,7 +1150,7 @@ impl Zone {
             }
             (Backend::Cpu(_), StagingBlock::Cpu(src), DeviceBlock::Cpu(d)) => {
                 d.write(dst.offset(), &src[..len as usize]);
-                self.inner.counters.h2d.add(len);
+                self.count_transfer(crate::trace::Direction::HostToDevice, len);
                 Ok(())
             }
             _ => Err(Error::ZoneMismatch),
@@ -1160,7 +1196,7 @@ impl Zone {
             }
             _ => return Err(Error::ZoneMismatch),
         }
-        self.inner.counters.d2h.add(out.len() as u64);
+        self.count_transfer(crate::trace::Direction::DeviceToHost, out.len() as u64);
         Ok(())
     }
 
@@ -1187,7 +1223,7 @@ impl Zone {
         self.inner
             .backend
             .copy_device(&src_block, src.offset(), &dst_block, dst.offset(), copy)?;
-        self.inner.counters.d2d.add(len);
+        self.count_transfer(crate::trace::Direction::DeviceToDevice, len);
         Ok(())
     }
 

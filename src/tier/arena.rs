@@ -244,6 +244,10 @@ impl Arena {
     /// means no arena tensor can be alive across it.
     pub fn reset(&mut self) {
         let st = self.state.get_mut();
+        if self.zone.inner.recorder.on() {
+            let used = st.host.used() + st.device.used();
+            self.zone.trace(|| crate::trace::Event::ArenaReset { used });
+        }
         st.host.reset();
         st.device.reset();
     }
@@ -304,6 +308,7 @@ impl Arena {
         zone.counters()
             .arena_host
             .fetch_add(got, std::sync::atomic::Ordering::Relaxed);
+        zone.trace(|| arena_event(true, Location::Host, got));
         match st.host.alloc(bytes, HOST_ALIGN) {
             Bumped::At { chunk, offset } => Ok((chunk, offset)),
             Bumped::NeedChunk { .. } => Err(Error::HostOutOfMemory {
@@ -326,9 +331,11 @@ impl Arena {
                     // The zone's pool, not this arena: no re-entry.
                     zone.check_fits(size)?;
                     let range = zone.alloc_device(size, false)?;
+                    let got = range.size();
                     zone.counters()
                         .arena_device
-                        .fetch_add(range.size(), std::sync::atomic::Ordering::Relaxed);
+                        .fetch_add(got, std::sync::atomic::Ordering::Relaxed);
+                    zone.trace(|| arena_event(true, Location::Device, got));
                     st.device.add_chunk(size);
                     st.device_chunks.push(range);
                     match st.device.alloc(reserve, align) {
@@ -504,17 +511,43 @@ impl Arena {
     }
 }
 
+/// An arena chunk taken (`alloc`) or given back.
+fn arena_event(alloc: bool, location: Location, bytes: u64) -> crate::trace::Event {
+    use crate::trace::{Event, Tier};
+    let tier = Tier::Arena;
+    if alloc {
+        Event::Alloc {
+            tier,
+            location,
+            bytes,
+        }
+    } else {
+        Event::Free {
+            tier,
+            location,
+            bytes,
+        }
+    }
+}
+
 impl Drop for Arena {
     fn drop(&mut self) {
         use std::sync::atomic::Ordering::Relaxed;
         let st = self.state.get_mut();
         let c = self.zone.counters();
         for range in st.device_chunks.drain(..) {
-            c.arena_device.fetch_sub(range.size(), Relaxed);
+            let bytes = range.size();
+            c.arena_device.fetch_sub(bytes, Relaxed);
             self.zone.free_device(range, false);
+            self.zone
+                .trace(|| arena_event(false, Location::Device, bytes));
         }
-        c.sub_host(st.host.capacity());
-        c.arena_host.fetch_sub(st.host.capacity(), Relaxed);
+        let host = st.host.capacity();
+        c.sub_host(host);
+        c.arena_host.fetch_sub(host, Relaxed);
+        if host > 0 {
+            self.zone.trace(|| arena_event(false, Location::Host, host));
+        }
     }
 }
 

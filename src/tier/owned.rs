@@ -105,7 +105,9 @@ impl<T: Element> Tensor<T> {
     }
 
     fn set_host(&mut self, v: Vec<T>) {
-        self.zone.counters().add_host(self.byte_len());
+        let bytes = self.byte_len();
+        self.zone.counters().add_host(bytes);
+        self.zone.trace(|| owned_event(true, Location::Host, bytes));
         self.host = Some(v.into_boxed_slice());
     }
 
@@ -124,6 +126,7 @@ impl<T: Element> Tensor<T> {
                 // The hot path of pooled allocation: the range comes first,
                 // counting the tensor along with it.
                 let range = zone.alloc_device(bytes, true)?;
+                zone.trace(|| owned_event(true, Location::Device, range.size()));
                 Ok(Tensor::new_handle(zone, shape, false, Some(range)))
             }
         }
@@ -277,7 +280,10 @@ impl<T: Element> Tensor<T> {
             sync::sync_device(self)?;
             self.host = None;
             self.state.host_current = false;
-            self.zone.counters().sub_host(self.byte_len());
+            let bytes = self.byte_len();
+            self.zone.counters().sub_host(bytes);
+            self.zone
+                .trace(|| owned_event(false, Location::Host, bytes));
         }
         Ok(())
     }
@@ -290,7 +296,10 @@ impl<T: Element> Tensor<T> {
             self.state.device_init = false;
             self.bound = None;
             if let Some(range) = self.device.take() {
+                let bytes = range.size();
                 self.zone.free_device(range, false);
+                self.zone
+                    .trace(|| owned_event(false, Location::Device, bytes));
             }
         }
         Ok(())
@@ -436,15 +445,53 @@ impl<T: Element> Storage<T> for Tensor<T> {
         if self.device.is_none() {
             let len = self.byte_len();
             self.zone.check_fits(len)?;
-            self.device = Some(self.zone.alloc_device(len, false)?);
+            let range = self.zone.alloc_device(len, false)?;
+            self.zone
+                .trace(|| owned_event(true, Location::Device, range.size()));
+            self.device = Some(range);
         }
         Ok(())
+    }
+}
+
+/// An allocation (`alloc`) or free of an owned tensor's storage.
+fn owned_event(alloc: bool, location: Location, bytes: u64) -> crate::trace::Event {
+    use crate::trace::{Event, Tier};
+    let tier = Tier::Owned;
+    if alloc {
+        Event::Alloc {
+            tier,
+            location,
+            bytes,
+        }
+    } else {
+        Event::Free {
+            tier,
+            location,
+            bytes,
+        }
+    }
+}
+
+impl<T: Element> Tensor<T> {
+    /// Records the frees of a dropped tensor's storage.
+    #[cold]
+    fn trace_drop(&self) {
+        let held = self.held();
+        for (location, bytes) in [(Location::Host, held.host), (Location::Device, held.device)] {
+            if bytes > 0 {
+                self.zone.trace(|| owned_event(false, location, bytes));
+            }
+        }
     }
 }
 
 impl<T: Element> Drop for Tensor<T> {
     #[inline(always)]
     fn drop(&mut self) {
+        if self.zone.inner.recorder.on() {
+            self.trace_drop();
+        }
         let c = self.zone.counters();
         if self.host.take().is_some() {
             c.sub_host(self.byte_len());

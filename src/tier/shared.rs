@@ -12,11 +12,12 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 
 use crate::dtype::{DType, Element};
 use crate::error::{Error, Result};
-use crate::residency::Residency;
+use crate::residency::{Location, Residency};
 use crate::shape::Shape;
 use crate::stats::HostDevice;
 use crate::tier::owned::Tensor;
 use crate::tier::sync::{self, Storage};
+use crate::trace::{Event, Tier};
 
 /// The tensor of a shared handle and the bytes the shared tier's counters
 /// hold for it.
@@ -53,6 +54,7 @@ impl<T: Element> Slot<T> {
 }
 
 /// Adds `held` to (`into` true) or takes it from the shared tier's counts.
+/// In a trace, the bytes move between the owned and shared tiers.
 fn account(zone: &crate::Zone, held: HostDevice, into: bool) {
     let c = zone.counters();
     if into {
@@ -61,6 +63,25 @@ fn account(zone: &crate::Zone, held: HostDevice, into: bool) {
     } else {
         c.shared_host.fetch_sub(held.host, Relaxed);
         c.shared_device.fetch_sub(held.device, Relaxed);
+    }
+    let (from, to) = if into {
+        (Tier::Owned, Tier::Shared)
+    } else {
+        (Tier::Shared, Tier::Owned)
+    };
+    for (location, bytes) in [(Location::Host, held.host), (Location::Device, held.device)] {
+        if bytes > 0 {
+            zone.trace(|| Event::Free {
+                tier: from,
+                location,
+                bytes,
+            });
+            zone.trace(|| Event::Alloc {
+                tier: to,
+                location,
+                bytes,
+            });
+        }
     }
 }
 
