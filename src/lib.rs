@@ -26,7 +26,9 @@ pub use tier::pinned::PinnedBuffer;
 pub use tier::shared::{SharedRead, SharedTensor, WeakTensor};
 pub use tier::small::SmallTensor;
 pub use trace::{Direction, Event, Tier, Trace, TraceEvent};
-pub use zone::{BackendChoice, BackendInfo, BackendKind, Zone, ZoneBuilder, BACKEND_ENV};
+pub use zone::{
+    BackendChoice, BackendInfo, BackendKind, DriverReport, Zone, ZoneBuilder, BACKEND_ENV,
+};
 
 pub use half::{bf16, f16};
 pub use wgpu;

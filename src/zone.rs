@@ -284,6 +284,22 @@ impl ZoneBuilder {
     }
 }
 
+/// wgpu's allocator report for a zone's device, from [`Zone::driver_report`].
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct DriverReport {
+    /// Bytes of the zone's device blocks (slabs, dedicated blocks and the
+    /// copy scratch buffer) as the driver allocated them: at least
+    /// [`crate::ZoneStats::device_reserved_bytes`], plus the driver's own
+    /// rounding per block.
+    pub device_block_bytes: u64,
+    /// Allocations of the zone's device blocks.
+    pub device_blocks: u64,
+    /// Every other allocation on the device: staging buffers, wgpu's own.
+    pub other_bytes: u64,
+    /// Memory the allocator holds, used or not.
+    pub allocator_reserved_bytes: u64,
+}
+
 /// One device's memory: pooled device storage, pooled staging buffers,
 /// residency-tracked tensors and the counters behind [`Zone::stats`].
 ///
@@ -631,6 +647,39 @@ impl Zone {
             peak_staging_reserved_bytes: st.peak_staging_reserved,
             uptime: self.inner.started.elapsed(),
         }
+    }
+
+    /// What wgpu's own allocator reports for this zone's device
+    /// (`Device::generate_allocator_report`), to check the zone's figures
+    /// against: `None` on the CPU backend and where the wgpu backend gives
+    /// no report.
+    ///
+    /// ```
+    /// use tensorzone::{Location, Tensor, Zone};
+    /// let zone = Zone::new().unwrap();
+    /// let t = Tensor::<f32>::zeros(&zone, [1024], Location::Device).unwrap();
+    /// if let Some(r) = zone.driver_report() {
+    ///     // the driver may round each block up a little
+    ///     assert!(r.device_block_bytes >= zone.stats().device_reserved_bytes);
+    /// }
+    /// ```
+    pub fn driver_report(&self) -> Option<DriverReport> {
+        let report = self.wgpu_device()?.generate_allocator_report()?;
+        let mut out = DriverReport {
+            allocator_reserved_bytes: report.total_reserved_bytes,
+            ..DriverReport::default()
+        };
+        for a in &report.allocations {
+            // Every device block and the copy scratch buffer is labeled
+            // "... (device)" (DESIGN.md: label every wgpu buffer).
+            if a.name.ends_with("(device)") {
+                out.device_block_bytes += a.size;
+                out.device_blocks += 1;
+            } else {
+                out.other_bytes += a.size;
+            }
+        }
+        Some(out)
     }
 
     /// Starts recording allocations, frees, transfers and arena resets

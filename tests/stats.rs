@@ -160,3 +160,42 @@ fn two_snapshots_give_rates() {
         assert_eq!((&s0 - &s0).seconds, 0.0);
     }
 }
+
+/// The zone's reserved device bytes agree with wgpu's allocator report
+/// (where the backend gives one: lavapipe's Vulkan does), block for block
+/// up to the driver's per-block rounding.
+#[test]
+fn reserved_bytes_agree_with_the_wgpu_allocator_report() {
+    for zone in common::zones() {
+        let Some(r0) = zone.driver_report() else {
+            eprintln!("no allocator report on {}", zone.info());
+            continue;
+        };
+        assert_eq!((r0.device_block_bytes, r0.device_blocks), (0, 0));
+        let small = Tensor::<u8>::zeros(&zone, [1000], Location::Device).unwrap();
+        let big = Tensor::<u8>::zeros(&zone, [40 << 20], Location::Device).unwrap();
+        let arena = zone.arena();
+        let _a = arena.zeros::<f32>([10], Location::Device).unwrap();
+        let check = |what: &str| {
+            let s = zone.stats();
+            let r = zone.driver_report().unwrap();
+            let blocks = s.device_slabs + s.device_dedicated_blocks;
+            assert_eq!(r.device_blocks, blocks, "{what}: one allocation per block");
+            assert!(
+                r.device_block_bytes >= s.device_reserved_bytes
+                    && r.device_block_bytes <= s.device_reserved_bytes + 4096 * blocks,
+                "{what}: driver {} bytes, zone {} reserved",
+                r.device_block_bytes,
+                s.device_reserved_bytes
+            );
+        };
+        check("slab and dedicated block");
+        drop(_a);
+        drop((small, big, arena));
+        zone.trim();
+        // wgpu frees a dropped buffer's memory at its next poll.
+        zone.synchronize().unwrap();
+        check("after trim");
+        assert_eq!(zone.driver_report().unwrap().device_blocks, 0);
+    }
+}
