@@ -103,7 +103,11 @@ pub(crate) fn take_stale(zone: &ZoneInner) -> Vec<PoolAlloc> {
             if e.epoch == epoch {
                 return Vec::new();
             }
-            e.epoch = epoch;
+            // While a trace runs the cache stays stale (bypassed), so every
+            // allocation reaches the pool's path, which records it.
+            if !zone.recorder.on() {
+                e.epoch = epoch;
+            }
             let stale = e.mag.drain();
             e.sync_cached();
             stale
@@ -184,7 +188,11 @@ pub(crate) fn push_slow(zone: &Arc<ZoneInner>, a: PoolAlloc, tensor_dropped: boo
                 l.push(Entry {
                     zone_id: zone.id,
                     zone: Arc::downgrade(zone),
-                    epoch: zone.trim_epoch.load(Relaxed),
+                    // Born stale while a trace runs (see `take_stale`).
+                    epoch: zone
+                        .trim_epoch
+                        .load(Relaxed)
+                        .wrapping_sub(u64::from(zone.recorder.on())),
                     mag: Magazine::new(zone.local_max_bytes),
                     counters: zone.register_local(),
                 });
@@ -194,8 +202,13 @@ pub(crate) fn push_slow(zone: &Arc<ZoneInner>, a: PoolAlloc, tensor_dropped: boo
         let e = &mut l[i];
         let epoch = zone.trim_epoch.load(Relaxed);
         if e.epoch != epoch {
-            e.epoch = epoch;
             out.stale = e.mag.drain();
+            if zone.recorder.on() {
+                // Tracing: keep nothing, stay stale (see `take_stale`).
+                e.sync_cached();
+                return;
+            }
+            e.epoch = epoch;
         }
         let Some(range) = out.back.take() else {
             return;
@@ -222,7 +235,9 @@ pub(crate) fn drain(zone: &ZoneInner) -> Vec<PoolAlloc> {
             };
             match l.iter_mut().find(|e| e.zone_id == zone.id) {
                 Some(e) => {
-                    e.epoch = zone.trim_epoch.load(Relaxed);
+                    if !zone.recorder.on() {
+                        e.epoch = zone.trim_epoch.load(Relaxed);
+                    }
                     let ranges = e.mag.drain();
                     e.sync_cached();
                     ranges

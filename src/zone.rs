@@ -10,6 +10,7 @@ use crate::error::{Error, Result};
 use crate::local::{self, LocalCounters};
 use crate::pool::{BlockId, DevicePool, DevicePoolConfig, PoolAlloc, StagingPool};
 use crate::stats::{Counters, ZoneStats};
+use crate::trace::{Event, Tier};
 
 /// Source of zone ids, which key the per-thread caches.
 static NEXT_ZONE_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
@@ -687,6 +688,9 @@ impl Zone {
     pub fn start_trace(&self) {
         let tiers = self.stats().tiers;
         self.inner.recorder.start(tiers);
+        // Every thread's range cache sees a new epoch and steps aside while
+        // the trace runs, so the cached paths need no trace check.
+        self.inner.trim_epoch.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Stops recording and returns what was recorded (empty if no trace
@@ -697,7 +701,7 @@ impl Zone {
 
     /// Records the event `make` builds, if a trace runs.
     #[inline(always)]
-    pub(crate) fn trace(&self, make: impl FnOnce() -> crate::trace::Event) {
+    pub(crate) fn trace(&self, make: impl FnOnce() -> Event) {
         if self.inner.recorder.on() {
             self.inner.recorder.record(make());
         }
@@ -712,7 +716,7 @@ impl Zone {
             Direction::DeviceToHost => c.d2h.add(bytes),
             Direction::DeviceToDevice => c.d2d.add(bytes),
         }
-        self.trace(|| crate::trace::Event::Transfer { direction, bytes });
+        self.trace(|| Event::Transfer { direction, bytes });
     }
 
     /// Restarts every peak in [`Zone::stats`] from the current figure.
@@ -812,7 +816,12 @@ impl Zone {
     /// `new_tensor` counts a tensor created along with it. The caller has
     /// checked `bytes` with `check_fits`.
     #[inline(always)]
-    pub(crate) fn alloc_device(&self, bytes: u64, new_tensor: bool) -> Result<DeviceRange> {
+    pub(crate) fn alloc_device(
+        &self,
+        bytes: u64,
+        new_tensor: bool,
+        tier: Tier,
+    ) -> Result<DeviceRange> {
         // A range from this thread's cache is already allocated: like any
         // pool hit it skips the device-lost check, which the first transfer
         // on it makes.
@@ -824,24 +833,34 @@ impl Zone {
                 return Ok(DeviceRange { alloc });
             }
         }
-        self.alloc_device_locked(bytes, new_tensor)
+        self.alloc_device_locked(bytes, new_tensor, tier)
     }
 
     /// `alloc_device` past this thread's cache: the pool, under its lock.
     #[inline(never)]
-    fn alloc_device_locked(&self, bytes: u64, new_tensor: bool) -> Result<DeviceRange> {
+    ///
+    /// A running trace keeps every thread's cache out of the way (see
+    /// `start_trace`), so every device allocation and free comes here and
+    /// is recorded without a check on the cached path.
+    fn alloc_device_locked(&self, bytes: u64, new_tensor: bool, tier: Tier) -> Result<DeviceRange> {
         let stale = local::take_stale(&self.inner);
         self.inner.backend.check_alive()?;
         let mut st = self.lock();
         if !stale.is_empty() {
             st.give_back(stale);
         }
-        if let Some(alloc) = st.device.try_alloc(bytes) {
-            st.tensors_created += u64::from(new_tensor);
-            return Ok(DeviceRange { alloc });
-        }
-        let range = self.alloc_device_slow(&mut st, bytes)?;
+        let range = match st.device.try_alloc(bytes) {
+            Some(alloc) => DeviceRange { alloc },
+            None => self.alloc_device_slow(&mut st, bytes)?,
+        };
         st.tensors_created += u64::from(new_tensor);
+        drop(st);
+        let size = range.size();
+        self.trace(|| Event::Alloc {
+            tier,
+            location: crate::residency::Location::Device,
+            bytes: size,
+        });
         Ok(range)
     }
 
@@ -955,21 +974,27 @@ impl Zone {
     /// Gives a range back to the pool; `tensor_dropped` counts the tensor
     /// that held it as gone.
     #[inline(always)]
-    pub(crate) fn free_device(&self, range: DeviceRange, tensor_dropped: bool) {
+    pub(crate) fn free_device(&self, range: DeviceRange, tensor_dropped: bool, tier: Tier) {
         let alloc = range.alloc;
         if alloc.is_slab() {
             if let Err(alloc) = local::push(&self.inner, alloc, tensor_dropped) {
-                self.free_device_locked(alloc, tensor_dropped);
+                self.free_device_locked(alloc, tensor_dropped, tier);
             }
         } else {
-            self.free_device_locked(alloc, tensor_dropped);
+            self.free_device_locked(alloc, tensor_dropped, tier);
         }
     }
 
     /// `free_device` past this thread's cache's fast path: the cache's
     /// slow path, then the pool under its lock for what it did not keep.
     #[inline(never)]
-    fn free_device_locked(&self, alloc: PoolAlloc, tensor_dropped: bool) {
+    fn free_device_locked(&self, alloc: PoolAlloc, tensor_dropped: bool, tier: Tier) {
+        let size = alloc.size;
+        self.trace(|| Event::Free {
+            tier,
+            location: crate::residency::Location::Device,
+            bytes: size,
+        });
         let pushed = if alloc.is_slab() {
             local::push_slow(&self.inner, alloc, tensor_dropped)
         } else {

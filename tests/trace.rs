@@ -160,3 +160,57 @@ fn shared_conversions_move_bytes_between_tiers_in_the_trace() {
         );
     }
 }
+
+/// Allocations served from a thread's range cache are traced too: a running
+/// trace makes every thread's cache step aside, and it resumes after.
+#[test]
+fn cached_allocations_are_traced_and_caching_resumes_after() {
+    for zone in common::zones() {
+        let dev = aligned(&zone, 256);
+        for _ in 0..3 {
+            drop(Tensor::<u8>::empty(&zone, [256], Location::Device).unwrap());
+        }
+        let other = std::thread::spawn({
+            let zone = zone.clone();
+            move || drop(Tensor::<u8>::empty(&zone, [256], Location::Device).unwrap())
+        });
+        other.join().unwrap();
+        zone.start_trace();
+        for _ in 0..10 {
+            drop(Tensor::<u8>::empty(&zone, [256], Location::Device).unwrap());
+        }
+        let t = std::thread::spawn({
+            let zone = zone.clone();
+            move || drop(Tensor::<u8>::empty(&zone, [256], Location::Device).unwrap())
+        });
+        t.join().unwrap();
+        let trace = zone.stop_trace();
+        let count = |want: &Event| trace.events().iter().filter(|e| e.event == *want).count();
+        let alloc = Event::Alloc {
+            tier: Tier::Owned,
+            location: Location::Device,
+            bytes: dev,
+        };
+        let free = Event::Free {
+            tier: Tier::Owned,
+            location: Location::Device,
+            bytes: dev,
+        };
+        assert_eq!(
+            (count(&alloc), count(&free)),
+            (11, 11),
+            "{:#?}",
+            trace.events()
+        );
+        // after the trace, frees are cached again: no new device blocks
+        let blocks = zone.stats().device_blocks_created;
+        let hits = zone.stats().pool_hits;
+        for _ in 0..10 {
+            drop(Tensor::<u8>::empty(&zone, [256], Location::Device).unwrap());
+        }
+        let s = zone.stats();
+        assert_eq!(s.device_blocks_created, blocks);
+        assert_eq!(s.pool_hits, hits + 10);
+        assert!(zone.stop_trace().events().is_empty());
+    }
+}

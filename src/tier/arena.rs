@@ -330,12 +330,10 @@ impl Arena {
                 Bumped::NeedChunk { size } => {
                     // The zone's pool, not this arena: no re-entry.
                     zone.check_fits(size)?;
-                    let range = zone.alloc_device(size, false)?;
-                    let got = range.size();
+                    let range = zone.alloc_device(size, false, crate::trace::Tier::Arena)?;
                     zone.counters()
                         .arena_device
-                        .fetch_add(got, std::sync::atomic::Ordering::Relaxed);
-                    zone.trace(|| arena_event(true, Location::Device, got));
+                        .fetch_add(range.size(), std::sync::atomic::Ordering::Relaxed);
                     st.device.add_chunk(size);
                     st.device_chunks.push(range);
                     match st.device.alloc(reserve, align) {
@@ -536,11 +534,9 @@ impl Drop for Arena {
         let st = self.state.get_mut();
         let c = self.zone.counters();
         for range in st.device_chunks.drain(..) {
-            let bytes = range.size();
-            c.arena_device.fetch_sub(bytes, Relaxed);
-            self.zone.free_device(range, false);
+            c.arena_device.fetch_sub(range.size(), Relaxed);
             self.zone
-                .trace(|| arena_event(false, Location::Device, bytes));
+                .free_device(range, false, crate::trace::Tier::Arena);
         }
         let host = st.host.capacity();
         c.sub_host(host);

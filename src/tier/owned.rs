@@ -11,6 +11,7 @@ use crate::residency::Location;
 use crate::shape::{IntoShape, Shape};
 use crate::tier::pinned::PinnedBuffer;
 use crate::tier::sync::{self, check_len, Parts, Storage, SyncState};
+use crate::trace::Tier;
 use crate::zone::{DevicePlace, DeviceRange, Zone};
 
 /// A tensor owned by one handle. Its bytes may live on the host, on the
@@ -125,8 +126,7 @@ impl<T: Element> Tensor<T> {
                 zone.check_fits(bytes)?;
                 // The hot path of pooled allocation: the range comes first,
                 // counting the tensor along with it.
-                let range = zone.alloc_device(bytes, true)?;
-                zone.trace(|| owned_event(true, Location::Device, range.size()));
+                let range = zone.alloc_device(bytes, true, Tier::Owned)?;
                 Ok(Tensor::new_handle(zone, shape, false, Some(range)))
             }
         }
@@ -297,7 +297,7 @@ impl<T: Element> Tensor<T> {
             self.bound = None;
             if let Some(range) = self.device.take() {
                 let bytes = range.size();
-                self.zone.free_device(range, false);
+                self.zone.free_device(range, false, Tier::Owned);
                 self.zone
                     .trace(|| owned_event(false, Location::Device, bytes));
             }
@@ -445,18 +445,16 @@ impl<T: Element> Storage<T> for Tensor<T> {
         if self.device.is_none() {
             let len = self.byte_len();
             self.zone.check_fits(len)?;
-            let range = self.zone.alloc_device(len, false)?;
-            self.zone
-                .trace(|| owned_event(true, Location::Device, range.size()));
-            self.device = Some(range);
+            self.device = Some(self.zone.alloc_device(len, false, Tier::Owned)?);
         }
         Ok(())
     }
 }
 
-/// An allocation (`alloc`) or free of an owned tensor's storage.
+/// An allocation (`alloc`) or free of an owned tensor's host copy (device
+/// ranges are traced by the zone's pool paths).
 fn owned_event(alloc: bool, location: Location, bytes: u64) -> crate::trace::Event {
-    use crate::trace::{Event, Tier};
+    use crate::trace::Event;
     let tier = Tier::Owned;
     if alloc {
         Event::Alloc {
@@ -473,31 +471,18 @@ fn owned_event(alloc: bool, location: Location, bytes: u64) -> crate::trace::Eve
     }
 }
 
-impl<T: Element> Tensor<T> {
-    /// Records the frees of a dropped tensor's storage.
-    #[cold]
-    fn trace_drop(&self) {
-        let held = self.held();
-        for (location, bytes) in [(Location::Host, held.host), (Location::Device, held.device)] {
-            if bytes > 0 {
-                self.zone.trace(|| owned_event(false, location, bytes));
-            }
-        }
-    }
-}
-
 impl<T: Element> Drop for Tensor<T> {
     #[inline(always)]
     fn drop(&mut self) {
-        if self.zone.inner.recorder.on() {
-            self.trace_drop();
-        }
         let c = self.zone.counters();
         if self.host.take().is_some() {
-            c.sub_host(self.byte_len());
+            let bytes = self.byte_len();
+            c.sub_host(bytes);
+            self.zone
+                .trace(|| owned_event(false, Location::Host, bytes));
         }
         match self.device.take() {
-            Some(range) => self.zone.free_device(range, true),
+            Some(range) => self.zone.free_device(range, true, Tier::Owned),
             None => {
                 c.tensors_dropped.fetch_add(1, Ordering::Relaxed);
             }
