@@ -53,7 +53,7 @@ pub enum Error {
     /// device memory limit) has no room for it now, even after releasing
     /// cached blocks.
     #[error(
-        "out of device memory: {requested} bytes requested, {reserved} reserved, {live} live{}; {detail}",
+        "out of device memory: {requested} bytes requested, {reserved} reserved, {live} live, {cached} cached, largest free range {largest_free}{}; {detail}",
         limit.map(|l| format!(", limit {l}")).unwrap_or_default()
     )]
     OutOfMemory {
@@ -63,6 +63,10 @@ pub enum Error {
         reserved: u64,
         /// Device bytes held by live tensors.
         live: u64,
+        /// Reserved bytes no tensor holds (free slab space, cached ranges).
+        cached: u64,
+        /// The largest range an existing block could still hand out.
+        largest_free: u64,
         /// The zone's device memory limit, if one is set.
         limit: Option<u64>,
         /// What the driver or the zone said.

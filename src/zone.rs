@@ -950,13 +950,74 @@ impl Zone {
         } else {
             detail
         };
+        let live = s.live_bytes.saturating_sub(in_threads);
         Error::OutOfMemory {
             requested,
             reserved: s.reserved_bytes,
-            live: s.live_bytes.saturating_sub(in_threads),
+            live,
+            cached: s.reserved_bytes.saturating_sub(live),
+            largest_free: st.device.largest_free(),
             limit: self.inner.limit,
             detail,
         }
+    }
+
+    /// Whether a device allocation of `bytes` would succeed now as far as
+    /// the zone can tell: it fits one buffer, and a free range or a new
+    /// block within the zone's device memory limit (after releasing cached
+    /// blocks, as an allocation would) can hold it. Without a limit the
+    /// driver's free memory is unknown, so a new block counts as possible.
+    ///
+    /// ```
+    /// use tensorzone::{Location, Tensor, Zone};
+    /// let zone = Zone::builder().device_memory_limit(64 << 20).build().unwrap();
+    /// assert!(zone.can_allocate(16 << 20));
+    /// assert!(!zone.can_allocate(65 << 20));
+    /// let _t = Tensor::<u8>::empty(&zone, [48 << 20], Location::Device).unwrap();
+    /// assert!(!zone.can_allocate(32 << 20));
+    /// assert!(zone.largest_allocatable() >= 8 << 20);
+    /// ```
+    pub fn can_allocate(&self, bytes: u64) -> bool {
+        if bytes == 0 || self.check_fits(bytes).is_err() {
+            return false;
+        }
+        let st = self.lock();
+        self.can_allocate_in(&st, bytes)
+    }
+
+    fn can_allocate_in(&self, st: &State, bytes: u64) -> bool {
+        let align = self.inner.info.alignment;
+        let needed = bytes.div_ceil(align).saturating_mul(align);
+        if st.device.largest_free() >= needed {
+            return true;
+        }
+        let Some(limit) = self.inner.limit else {
+            return true;
+        };
+        let plan = st.device.plan(bytes);
+        let size = plan.size.min(self.max_block()).max(bytes);
+        let s = st.device.stats();
+        s.reserved_bytes - st.device.releasable_bytes() + size <= limit
+    }
+
+    /// The largest device allocation [`Zone::can_allocate`] accepts now.
+    pub fn largest_allocatable(&self) -> u64 {
+        let max = self.max_block();
+        let st = self.lock();
+        // `can_allocate_in` is monotone in the size: bisect.
+        let (mut lo, mut hi) = (0u64, max);
+        if self.can_allocate_in(&st, hi) {
+            return hi;
+        }
+        while hi - lo > 1 {
+            let mid = lo + (hi - lo) / 2;
+            if self.can_allocate_in(&st, mid) {
+                lo = mid;
+            } else {
+                hi = mid;
+            }
+        }
+        lo
     }
 
     /// The block a range lies in.

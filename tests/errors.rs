@@ -514,6 +514,8 @@ fn device_memory_limit_is_out_of_memory() {
                 requested,
                 reserved,
                 live,
+                cached,
+                largest_free,
                 limit,
                 ..
             }) => {
@@ -521,11 +523,29 @@ fn device_memory_limit_is_out_of_memory() {
                 assert_eq!(*limit, Some(LIMIT), "{b:?}");
                 assert_eq!(*reserved, SLAB, "{b:?}");
                 assert_eq!(*live, before.device_live_bytes, "{b:?}");
+                assert_eq!(*cached, SLAB - before.device_live_bytes, "{b:?}");
+                // requests over a quarter slab take dedicated blocks
+                assert_eq!(*largest_free, SLAB / 4, "{b:?}");
             }
             other => panic!("expected OutOfMemory on {b:?}, got {other:?}"),
         }
         let text = r.unwrap_err().to_string();
         assert!(text.contains("limit 1048576"), "{text}");
+        assert!(text.contains("largest free range"), "{text}");
+        // the zone answers before trying
+        assert!(!zone.can_allocate(2 << 20), "{b:?}");
+        let largest = zone.largest_allocatable();
+        // a dedicated block beside the slab, within the limit
+        assert!(
+            largest > SLAB / 4 && largest <= LIMIT - SLAB,
+            "{largest} on {b:?}"
+        );
+        assert!(zone.can_allocate(largest), "{b:?}");
+        assert!(!zone.can_allocate(largest + 1), "{b:?}");
+        assert!(!zone.can_allocate(0));
+        let fits = Tensor::<u8>::empty(&zone, [largest as usize], Location::Device);
+        assert!(fits.is_ok(), "largest_allocatable on {b:?}: {fits:?}");
+        drop(fits);
         let r = Tensor::from_slice(&zone, [2 << 20], &vec![1u8; 2 << 20], Location::Device);
         assert!(
             matches!(
@@ -810,20 +830,24 @@ fn error_messages_carry_their_figures() {
                 requested: 2,
                 reserved: 3,
                 live: 1,
+                cached: 2,
+                largest_free: 1,
                 limit: Some(4),
                 detail: "d".into(),
             },
-            "out of device memory: 2 bytes requested, 3 reserved, 1 live, limit 4; d",
+            "out of device memory: 2 bytes requested, 3 reserved, 1 live, 2 cached, largest free range 1, limit 4; d",
         ),
         (
             Error::OutOfMemory {
                 requested: 2,
                 reserved: 3,
                 live: 1,
+                cached: 2,
+                largest_free: 1,
                 limit: None,
                 detail: "d".into(),
             },
-            "out of device memory: 2 bytes requested, 3 reserved, 1 live; d",
+            "out of device memory: 2 bytes requested, 3 reserved, 1 live, 2 cached, largest free range 1; d",
         ),
         (
             Error::DeviceLost {

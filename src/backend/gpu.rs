@@ -224,6 +224,8 @@ impl GpuBackend {
                         requested: size,
                         reserved: 0,
                         live: 0,
+                        cached: 0,
+                        largest_free: 0,
                         limit: None,
                         detail: format!("scratch buffer for a copy within one slab: {detail}"),
                     },

@@ -524,6 +524,28 @@ impl DevicePool {
         slab_max.max(dedicated_max)
     }
 
+    /// Bytes `trim` would give back now: empty slabs (ranges waiting in
+    /// the size cache count as free) and cached dedicated blocks.
+    pub(crate) fn releasable_bytes(&self) -> u64 {
+        let mut cached = vec![0u32; self.blocks.len()];
+        for (&units, stack) in self.cache.iter() {
+            for r in stack {
+                if let Some(c) = cached.get_mut(r.block as usize) {
+                    *c += units;
+                }
+            }
+        }
+        self.blocks
+            .iter()
+            .zip(&cached)
+            .map(|(slot, &c)| match slot {
+                Some(Block::Slab(s)) if s.used_units == c => s.size,
+                Some(Block::Dedicated { size, live: false }) => *size,
+                _ => 0,
+            })
+            .sum()
+    }
+
     /// Restarts the peaks from the current figures.
     pub(crate) fn reset_peaks(&mut self) {
         self.stats.peak_live_bytes = self.stats.live_bytes;
@@ -924,6 +946,26 @@ mod tests {
         let s = p.stats();
         assert_eq!((s.reserved_bytes, s.live_bytes, s.cached_bytes), (0, 0, 0));
         assert_eq!((s.slabs, s.dedicated_blocks), (0, 0));
+    }
+
+    #[test]
+    fn releasable_bytes_is_what_trim_gives_back() {
+        let mut p = pool(256, MIB);
+        let (_, a) = p.add_block(p.plan(1000), 1000); // slab 0
+        let b = p.try_alloc(1000).expect("hit");
+        let (_, big) = p.add_block(p.plan(600 * 1024), 600 * 1024); // dedicated
+        assert_eq!(p.releasable_bytes(), 0);
+        p.free(big);
+        let dedicated = p.stats().reserved_bytes - MIB;
+        assert_eq!(p.releasable_bytes(), dedicated);
+        p.free(a); // waits in the size cache: still counts as free
+        assert_eq!(p.releasable_bytes(), dedicated);
+        p.free(b);
+        let want = p.releasable_bytes();
+        assert_eq!(want, dedicated + MIB);
+        let before = p.stats().reserved_bytes;
+        p.trim();
+        assert_eq!(before - p.stats().reserved_bytes, want);
     }
 
     #[test]
