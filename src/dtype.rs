@@ -71,19 +71,33 @@ impl fmt::Display for DType {
 /// A type a tensor can hold: plain old data (any bit pattern is valid, so
 /// bytes can move between host and device without conversion).
 ///
+/// Implemented for the twelve types [`DType`] names, and sealed: the
+/// pools size and align storage by `DTYPE`, so another type could not be
+/// stored soundly.
+///
 /// ```
 /// use tensorzone::{DType, Element};
 /// assert_eq!(<half::bf16 as Element>::DTYPE, DType::BF16);
 /// assert_eq!(DType::BF16.size(), 2);
 /// ```
-pub trait Element: bytemuck::Pod + Send + Sync + fmt::Debug + PartialEq + 'static {
+pub trait Element:
+    sealed::Sealed + bytemuck::Pod + Send + Sync + fmt::Debug + PartialEq + 'static
+{
     /// The runtime tag of this type.
     const DTYPE: DType;
 }
 
+mod sealed {
+    /// Keeps [`super::Element`] to the crate's own types.
+    pub trait Sealed {}
+}
+
 macro_rules! element {
     ($($t:ty => $d:ident),* $(,)?) => {
-        $(impl Element for $t { const DTYPE: DType = DType::$d; })*
+        $(
+            impl sealed::Sealed for $t {}
+            impl Element for $t { const DTYPE: DType = DType::$d; }
+        )*
     };
 }
 

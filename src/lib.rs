@@ -23,7 +23,7 @@ pub use stats::{HostDevice, Rates, TierUsage, Transfers, ZoneStats};
 pub use tier::arena::{Arena, ArenaTensor};
 pub use tier::owned::Tensor;
 pub use tier::pinned::PinnedBuffer;
-pub use tier::shared::{SharedRead, SharedTensor, WeakTensor};
+pub use tier::shared::{SharedMut, SharedRead, SharedTensor, WeakTensor};
 pub use tier::small::SmallTensor;
 pub use trace::{Direction, Event, Tier, Trace, TraceEvent};
 pub use zone::{

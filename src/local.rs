@@ -8,7 +8,10 @@
 //! allocates after any thread's `trim`, and when the thread exits.
 
 use std::cell::RefCell;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{
+    AtomicU64,
+    Ordering::{Acquire, Relaxed},
+};
 use std::sync::{Arc, Weak};
 
 use crate::pool::{Magazine, PoolAlloc};
@@ -99,7 +102,7 @@ pub(crate) fn take_stale(zone: &ZoneInner) -> Vec<PoolAlloc> {
             let Some(e) = l.iter_mut().find(|e| e.zone_id == zone.id) else {
                 return Vec::new();
             };
-            let epoch = zone.trim_epoch.load(Relaxed);
+            let epoch = zone.trim_epoch.load(Acquire);
             if e.epoch == epoch {
                 return Vec::new();
             }
@@ -191,7 +194,7 @@ pub(crate) fn push_slow(zone: &Arc<ZoneInner>, a: PoolAlloc, tensor_dropped: boo
                     // Born stale while a trace runs (see `take_stale`).
                     epoch: zone
                         .trim_epoch
-                        .load(Relaxed)
+                        .load(Acquire)
                         .wrapping_sub(u64::from(zone.recorder.on())),
                     mag: Magazine::new(zone.local_max_bytes),
                     counters: zone.register_local(),
@@ -200,7 +203,7 @@ pub(crate) fn push_slow(zone: &Arc<ZoneInner>, a: PoolAlloc, tensor_dropped: boo
             }
         };
         let e = &mut l[i];
-        let epoch = zone.trim_epoch.load(Relaxed);
+        let epoch = zone.trim_epoch.load(Acquire);
         if e.epoch != epoch {
             out.stale = e.mag.drain();
             if zone.recorder.on() {
@@ -236,7 +239,7 @@ pub(crate) fn drain(zone: &ZoneInner) -> Vec<PoolAlloc> {
             match l.iter_mut().find(|e| e.zone_id == zone.id) {
                 Some(e) => {
                     if !zone.recorder.on() {
-                        e.epoch = zone.trim_epoch.load(Relaxed);
+                        e.epoch = zone.trim_epoch.load(Acquire);
                     }
                     let ranges = e.mag.drain();
                     e.sync_cached();

@@ -690,7 +690,9 @@ impl Zone {
         self.inner.recorder.start(tiers);
         // Every thread's range cache sees a new epoch and steps aside while
         // the trace runs, so the cached paths need no trace check.
-        self.inner.trim_epoch.fetch_add(1, Ordering::Relaxed);
+        // Release: a thread that sees the new epoch (Acquire in the
+        // caches' slow paths) also sees the recorder on.
+        self.inner.trim_epoch.fetch_add(1, Ordering::Release);
     }
 
     /// Stops recording and returns what was recorded (empty if no trace
@@ -807,7 +809,7 @@ impl Zone {
     }
 
     /// Largest block size: `max_buffer_size` rounded down to whole words.
-    fn max_block(&self) -> u64 {
+    pub(crate) fn max_block(&self) -> u64 {
         self.inner.info.max_buffer_size & !(wgpu::COPY_BUFFER_ALIGNMENT - 1)
     }
 
@@ -967,6 +969,8 @@ impl Zone {
     /// block within the zone's device memory limit (after releasing cached
     /// blocks, as an allocation would) can hold it. Without a limit the
     /// driver's free memory is unknown, so a new block counts as possible.
+    /// It may say no where the pool would first merge freed ranges it
+    /// caches and then find room.
     ///
     /// ```
     /// use tensorzone::{Location, Tensor, Zone};
@@ -986,9 +990,7 @@ impl Zone {
     }
 
     fn can_allocate_in(&self, st: &State, bytes: u64) -> bool {
-        let align = self.inner.info.alignment;
-        let needed = bytes.div_ceil(align).saturating_mul(align);
-        if st.device.largest_free() >= needed {
+        if st.device.can_serve(bytes) {
             return true;
         }
         let Some(limit) = self.inner.limit else {
@@ -1004,20 +1006,30 @@ impl Zone {
     pub fn largest_allocatable(&self) -> u64 {
         let max = self.max_block();
         let st = self.lock();
-        // `can_allocate_in` is monotone in the size: bisect.
-        let (mut lo, mut hi) = (0u64, max);
-        if self.can_allocate_in(&st, hi) {
-            return hi;
-        }
-        while hi - lo > 1 {
-            let mid = lo + (hi - lo) / 2;
-            if self.can_allocate_in(&st, mid) {
-                lo = mid;
-            } else {
-                hi = mid;
+        let slab_max = st.device.max_slab_request().min(max);
+        // Within the slab sizes and within the dedicated sizes the answer
+        // only gets harder as requests grow, but not across the boundary
+        // (a request just over it needs a smaller block than a new slab):
+        // bisect each range on its own.
+        let largest_in = |lo: u64, hi: u64| -> u64 {
+            if lo > hi || !self.can_allocate_in(&st, lo) {
+                return 0;
             }
-        }
-        lo
+            let (mut ok, mut bad) = (lo, hi + 1);
+            if self.can_allocate_in(&st, hi) {
+                return hi;
+            }
+            while bad - ok > 1 {
+                let mid = ok + (bad - ok) / 2;
+                if self.can_allocate_in(&st, mid) {
+                    ok = mid;
+                } else {
+                    bad = mid;
+                }
+            }
+            ok
+        };
+        largest_in(1, slab_max).max(largest_in(slab_max + 1, max))
     }
 
     /// The block a range lies in.

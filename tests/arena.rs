@@ -380,31 +380,3 @@ fn alloc_slice_hands_out_zeroed_disjoint_host_memory() {
         arena.reset();
     }
 }
-
-/// An element type of the user's with a stricter alignment than arena
-/// chunks give: refused with an error, never a misaligned slice.
-#[repr(C, align(16))]
-#[derive(Clone, Copy, Debug, PartialEq)]
-struct Wide([u8; 16]);
-// SAFETY: plain bytes with no padding (16 bytes at 16-byte alignment).
-unsafe impl bytemuck::Zeroable for Wide {}
-// SAFETY: as above; every bit pattern is a valid `Wide`.
-unsafe impl bytemuck::Pod for Wide {}
-impl Element for Wide {
-    const DTYPE: DType = DType::U8;
-}
-
-#[test]
-fn over_aligned_user_types_are_refused_by_host_arenas() {
-    let zone = Zone::cpu();
-    let arena = zone.arena();
-    assert!(matches!(
-        arena.alloc_slice::<Wide>(2),
-        Err(Error::Backend { .. })
-    ));
-    assert!(matches!(
-        arena.zeros::<Wide>([2], Location::Host),
-        Err(Error::Backend { .. })
-    ));
-    assert_eq!(arena.alloc_slice::<u64>(2).unwrap(), &[0, 0]);
-}

@@ -199,3 +199,28 @@ fn reserved_bytes_agree_with_the_wgpu_allocator_report() {
         assert_eq!(zone.driver_report().unwrap().device_blocks, 0);
     }
 }
+
+#[test]
+fn a_tensor_replaced_through_make_mut_is_counted_in_its_own_zone() {
+    let zones = common::zones();
+    let (a, b) = (&zones[0], zones.last().unwrap_or(&zones[0]));
+    let other = Zone::cpu();
+    for (za, zb) in [(a, &other), (b, a)] {
+        let mut s = Tensor::from_slice(za, [4], &[1u32; 4], Location::Device)
+            .unwrap()
+            .into_shared();
+        assert_eq!(za.stats().tiers.shared.device, aligned(za, 16));
+        *s.make_mut().unwrap() =
+            Tensor::from_slice(zb, [2, 3], &[2u32; 6], Location::Device).unwrap();
+        assert_eq!(s.dims(), &[2, 3], "the handle takes up the new shape");
+        assert_eq!(s.to_vec().unwrap(), [2; 6]);
+        if !za.same_zone(zb) {
+            assert_eq!(za.stats().tiers.shared, HostDevice::default());
+        }
+        assert_eq!(zb.stats().tiers.shared.device, aligned(zb, 24));
+        assert!(zb.stats().tiers.shared.host >= 24, "downloaded by to_vec");
+        drop(s);
+        assert_eq!(zb.stats().tiers.shared, HostDevice::default());
+        assert_eq!(za.stats().tiers.shared, HostDevice::default());
+    }
+}

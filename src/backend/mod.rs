@@ -148,7 +148,10 @@ pub(crate) enum CreateError {
     Other(crate::Error),
 }
 
-/// Rounds a byte count up to wgpu's copy granularity (4 bytes).
+/// Rounds a byte count up to wgpu's copy granularity (4 bytes); saturates
+/// at `u64::MAX`, which no buffer can hold (`check_fits` rejects it).
 pub(crate) fn copy_len(bytes: u64) -> u64 {
-    bytes.div_ceil(wgpu::COPY_BUFFER_ALIGNMENT) * wgpu::COPY_BUFFER_ALIGNMENT
+    bytes
+        .checked_next_multiple_of(wgpu::COPY_BUFFER_ALIGNMENT)
+        .unwrap_or(u64::MAX)
 }

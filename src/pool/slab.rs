@@ -524,6 +524,41 @@ impl DevicePool {
         slab_max.max(dedicated_max)
     }
 
+    /// Whether `try_alloc(bytes)` would find room in the blocks held now,
+    /// without changing anything. It may answer no where `try_alloc` would
+    /// first merge freed ranges waiting in the size cache and then succeed.
+    pub(crate) fn can_serve(&self, bytes: u64) -> bool {
+        if bytes <= self.max_slab_request {
+            let Some(units) = self.units_for(bytes) else {
+                return false;
+            };
+            if self.cache.get(&units).is_some_and(|s| !s.is_empty()) {
+                return true;
+            }
+            self.slab_order
+                .iter()
+                .any(|&id| match self.blocks.get(id as usize) {
+                    Some(Some(Block::Slab(s))) => {
+                        s.alloc.storage_report().largest_free_region >= units
+                    }
+                    _ => false,
+                })
+        } else {
+            let class = self.dedicated_class(bytes);
+            let max = class.saturating_add(class / 4);
+            self.cached_dedicated
+                .range((bytes, 0)..=(max, u32::MAX))
+                .next()
+                .is_some()
+        }
+    }
+
+    /// The largest request served from slabs; larger ones get dedicated
+    /// blocks.
+    pub(crate) fn max_slab_request(&self) -> u64 {
+        self.max_slab_request
+    }
+
     /// Bytes `trim` would give back now: empty slabs (ranges waiting in
     /// the size cache count as free) and cached dedicated blocks.
     pub(crate) fn releasable_bytes(&self) -> u64 {

@@ -79,15 +79,8 @@ impl HostChunks {
         offset: u64,
         len: usize,
         zero: bool,
-    ) -> &'a mut [T] {
-        debug_assert!(
-            chunk < self.chunks.len(),
-            "arena chunk {chunk} of {}",
-            self.chunks.len()
-        );
-        // SAFETY: the bump allocator only names chunks it was given, and
-        // the arena gives it each chunk after pushing it here.
-        let (base, words) = *unsafe { self.chunks.get_unchecked(chunk) };
+    ) -> Option<&'a mut [T]> {
+        let (base, words) = *self.chunks.get(chunk)?;
         let bytes = len * std::mem::size_of::<T>();
         debug_assert!(
             offset as usize + bytes <= words * 8 && offset % std::mem::align_of::<T>() as u64 == 0,
@@ -109,7 +102,7 @@ impl HostChunks {
         if zero {
             s.fill(T::zeroed());
         }
-        s
+        Some(s)
     }
 }
 
@@ -257,17 +250,24 @@ impl Arena {
     #[inline(always)]
     fn with_state<R>(&self, f: impl FnOnce(&mut State) -> R) -> R {
         #[cfg(debug_assertions)]
-        assert!(
-            !self.in_state.replace(true),
-            "arena state borrowed re-entrantly"
-        );
+        let _guard = {
+            assert!(
+                !self.in_state.replace(true),
+                "arena state borrowed re-entrantly"
+            );
+            // Cleared on the way out, a panic in `f` included.
+            struct Clear<'c>(&'c std::cell::Cell<bool>);
+            impl Drop for Clear<'_> {
+                fn drop(&mut self) {
+                    self.0.set(false);
+                }
+            }
+            Clear(&self.in_state)
+        };
         // SAFETY: the arena is not `Sync`, so only this thread can be here;
         // `f` does not re-enter `with_state` (checked in debug builds), so
         // this is the only reference to the state while `f` runs.
-        let r = f(unsafe { &mut *self.state.get() });
-        #[cfg(debug_assertions)]
-        self.in_state.set(false);
-        r
+        f(unsafe { &mut *self.state.get() })
     }
 
     /// `len` host elements of this arena, zero-filled when `zero`. Each
@@ -293,7 +293,11 @@ impl Arena {
                 Bumped::At { chunk, offset } => (chunk, offset),
                 Bumped::NeedChunk { size } => Arena::grow_host(&self.zone, st, size, bytes)?,
             };
-            Ok(st.host_chunks.slice(chunk, offset, len, zero))
+            st.host_chunks
+                .slice(chunk, offset, len, zero)
+                .ok_or_else(|| Error::Backend {
+                    detail: format!("arena host chunk {chunk} missing"),
+                })
         })
     }
 
@@ -328,13 +332,16 @@ impl Arena {
             let (chunk, offset) = match st.device.alloc(reserve, align) {
                 Bumped::At { chunk, offset } => (chunk, offset),
                 Bumped::NeedChunk { size } => {
+                    // No chunk past what one buffer holds (a huge capacity
+                    // must not make small requests fail).
+                    let size = size.min(zone.max_block()).max(reserve);
                     // The zone's pool, not this arena: no re-entry.
                     zone.check_fits(size)?;
                     let range = zone.alloc_device(size, false, crate::trace::Tier::Arena)?;
                     zone.counters()
                         .arena_device
                         .fetch_add(range.size(), std::sync::atomic::Ordering::Relaxed);
-                    st.device.add_chunk(size);
+                    st.device.add_chunk(range.size());
                     st.device_chunks.push(range);
                     match st.device.alloc(reserve, align) {
                         Bumped::At { chunk, offset } => (chunk, offset),

@@ -3,8 +3,8 @@
 //! [`SharedTensor<T>`] is an `Arc` around an owned [`Tensor`]: `Clone` is one
 //! atomic increment, the last strong handle's drop returns the storage to
 //! the pool, and [`WeakTensor<T>`] never keeps memory alive. A shared tensor
-//! is read-only; [`SharedTensor::make_mut`] gives a `&mut Tensor`, copying
-//! first when another strong handle could see the change.
+//! is read-only; [`SharedTensor::make_mut`] gives write access to the
+//! tensor, copying first when another strong handle could see the change.
 
 use std::fmt;
 use std::sync::atomic::Ordering::Relaxed;
@@ -18,6 +18,7 @@ use crate::stats::HostDevice;
 use crate::tier::owned::Tensor;
 use crate::tier::sync::{self, Storage};
 use crate::trace::{Event, Tier};
+use crate::zone::Zone;
 
 /// The tensor of a shared handle and the bytes the shared tier's counters
 /// hold for it.
@@ -25,37 +26,55 @@ struct Slot<T: Element> {
     /// Never `None` while a strong handle can reach it; `make_mut` moves
     /// the tensor out only from a value no other handle shares.
     tensor: Option<Tensor<T>>,
-    /// What `shared_host`/`shared_device` count for this tensor now.
+    /// What `shared_host`/`shared_device` count for this tensor now ...
     counted: HostDevice,
+    /// ... in this zone (a tensor put in through `make_mut` may belong to
+    /// another one).
+    zone: Option<Zone>,
 }
 
 impl<T: Element> Slot<T> {
-    /// Brings the shared tier's counts in step with what the tensor holds
-    /// (residency calls, or writes through `make_mut`, may have added or
-    /// dropped copies since).
+    /// Brings the shared tier's counts in step with what the tensor holds.
     fn recount(&mut self) {
         if let Some(t) = &self.tensor {
-            let now = t.held();
-            if now != self.counted {
-                account(t.zone(), self.counted, false);
-                account(t.zone(), now, true);
-                self.counted = now;
-            }
+            recount(t, &mut self.counted, &mut self.zone);
         }
     }
 
     /// Takes the tensor out of the shared tier.
     fn take(&mut self) -> Option<Tensor<T>> {
         let t = self.tensor.take()?;
-        account(t.zone(), self.counted, false);
+        if let Some(z) = self.zone.take() {
+            account(&z, self.counted, false);
+        }
         self.counted = HostDevice::default();
         Some(t)
     }
 }
 
+/// Moves the shared tier's count for `t` from what `counted` says (in
+/// `zone`) to what `t` holds now, in `t`'s zone: residency calls, or writes
+/// through `make_mut`, may have added or dropped copies, or replaced the
+/// tensor, since.
+fn recount<T: Element>(t: &Tensor<T>, counted: &mut HostDevice, zone: &mut Option<Zone>) {
+    let now = t.held();
+    let same_zone = zone.as_ref().is_some_and(|z| z.same_zone(t.zone()));
+    if same_zone && now == *counted {
+        return;
+    }
+    if let Some(z) = zone.as_ref() {
+        account(z, *counted, false);
+    }
+    account(t.zone(), now, true);
+    *counted = now;
+    if !same_zone {
+        *zone = Some(t.zone().clone());
+    }
+}
+
 /// Adds `held` to (`into` true) or takes it from the shared tier's counts.
 /// In a trace, the bytes move between the owned and shared tiers.
-fn account(zone: &crate::Zone, held: HostDevice, into: bool) {
+fn account(zone: &Zone, held: HostDevice, into: bool) {
     let c = zone.counters();
     if into {
         c.shared_host.fetch_add(held.host, Relaxed);
@@ -100,6 +119,7 @@ impl<T: Element> Shared<T> {
         Shared {
             shape: t.shape().clone(),
             slot: Mutex::new(Slot {
+                zone: Some(t.zone().clone()),
                 tensor: Some(t),
                 counted,
             }),
@@ -113,6 +133,7 @@ impl<T: Element> Shared<T> {
             slot: Mutex::new(Slot {
                 tensor: None,
                 counted: HostDevice::default(),
+                zone: None,
             }),
             shape,
             bound: OnceLock::new(),
@@ -215,9 +236,10 @@ impl<T: Element> SharedTensor<T> {
         Arc::ptr_eq(&self.inner, &other.inner)
     }
 
-    /// A mutable tensor with these contents: this one when no other strong
-    /// handle exists (weak handles then stop upgrading), else a copy (one
-    /// device→device or host copy) that this handle holds from now on.
+    /// Write access to a tensor with these contents: this one when no other
+    /// strong handle exists (weak handles then stop upgrading), else a copy
+    /// (one device→device or host copy) that this handle holds from now on.
+    /// The guard derefs to `&mut Tensor`; even replacing the tensor is fine.
     ///
     /// ```
     /// use tensorzone::{Location, Tensor, Zone};
@@ -228,7 +250,7 @@ impl<T: Element> SharedTensor<T> {
     /// assert_eq!(b.to_vec().unwrap(), [1, 2]);
     /// assert_eq!(a.to_vec().unwrap(), [9, 9]);
     /// ```
-    pub fn make_mut(&mut self) -> Result<&mut Tensor<T>> {
+    pub fn make_mut(&mut self) -> Result<SharedMut<'_, T>> {
         if Arc::get_mut(&mut self.inner).is_none() {
             let placeholder = Arc::new(Shared::empty(self.inner.shape.clone()));
             let old = std::mem::replace(&mut self.inner, placeholder);
@@ -257,17 +279,20 @@ impl<T: Element> SharedTensor<T> {
             };
             self.inner = Arc::new(Shared::new(tensor.ok_or_else(gone)?));
         }
-        let shared = Arc::get_mut(&mut self.inner).ok_or_else(gone)?;
-        // The tensor may now change where its device copy lives; the
-        // shared tier's counts catch up on the next call or the drop.
-        shared.bound = OnceLock::new();
-        shared
-            .slot
-            .get_mut()
-            .unwrap_or_else(|p| p.into_inner())
-            .tensor
-            .as_mut()
-            .ok_or_else(gone)
+        let Shared { slot, shape, bound } = Arc::get_mut(&mut self.inner).ok_or_else(gone)?;
+        // The tensor may now change where its device copy lives.
+        *bound = OnceLock::new();
+        let Slot {
+            tensor,
+            counted,
+            zone,
+        } = slot.get_mut().unwrap_or_else(|p| p.into_inner());
+        Ok(SharedMut {
+            tensor: tensor.as_mut().ok_or_else(gone)?,
+            counted,
+            zone,
+            shape,
+        })
     }
 
     /// Makes the device copy current (one upload if only the host copy is).
@@ -398,6 +423,38 @@ impl<T: Element> Clone for WeakTensor<T> {
     fn clone(&self) -> Self {
         WeakTensor {
             inner: Weak::clone(&self.inner),
+        }
+    }
+}
+
+/// Write access to a [`SharedTensor`]'s tensor, from
+/// [`SharedTensor::make_mut`]: derefs to [`Tensor`]. When it goes out of
+/// scope the shared handle takes up the tensor's new shape and bytes.
+pub struct SharedMut<'s, T: Element> {
+    tensor: &'s mut Tensor<T>,
+    counted: &'s mut HostDevice,
+    zone: &'s mut Option<Zone>,
+    shape: &'s mut Shape,
+}
+
+impl<T: Element> std::ops::Deref for SharedMut<'_, T> {
+    type Target = Tensor<T>;
+    fn deref(&self) -> &Tensor<T> {
+        self.tensor
+    }
+}
+
+impl<T: Element> std::ops::DerefMut for SharedMut<'_, T> {
+    fn deref_mut(&mut self) -> &mut Tensor<T> {
+        self.tensor
+    }
+}
+
+impl<T: Element> Drop for SharedMut<'_, T> {
+    fn drop(&mut self) {
+        recount(self.tensor, self.counted, self.zone);
+        if self.shape != self.tensor.shape() {
+            *self.shape = self.tensor.shape().clone();
         }
     }
 }
