@@ -543,6 +543,8 @@ fn device_memory_limit_is_out_of_memory() {
         assert!(zone.can_allocate(largest), "{b:?}");
         assert!(!zone.can_allocate(largest + 1), "{b:?}");
         assert!(!zone.can_allocate(0));
+        assert!(!zone.can_allocate(u64::MAX), "never fits, and no overflow");
+        assert!(!zone.can_allocate(u64::MAX - 2));
         let fits = Tensor::<u8>::empty(&zone, [largest as usize], Location::Device);
         assert!(fits.is_ok(), "largest_allocatable on {b:?}: {fits:?}");
         drop(fits);
