@@ -14,6 +14,7 @@ use std::sync::atomic::{
 };
 use std::sync::{Arc, Weak};
 
+use crate::dtype::DTYPE_SLOTS;
 use crate::pool::{Magazine, PoolAlloc};
 use crate::zone::ZoneInner;
 
@@ -26,11 +27,19 @@ pub(crate) struct LocalCounters {
     pub(crate) frees: AtomicU64,
     pub(crate) tensors_created: AtomicU64,
     pub(crate) tensors_dropped: AtomicU64,
+    /// Device bytes this thread's allocations minus its frees, by dtype
+    /// slot (wrapping: a tensor freed on another thread subtracts there).
+    pub(crate) dtype_bytes: [AtomicU64; DTYPE_SLOTS],
 }
 
 #[inline]
 fn add(c: &AtomicU64, d: u64) {
     c.store(c.load(Relaxed).wrapping_add(d), Relaxed);
+}
+
+#[inline]
+fn sub(c: &AtomicU64, d: u64) {
+    c.store(c.load(Relaxed).wrapping_sub(d), Relaxed);
 }
 
 struct Entry {
@@ -72,7 +81,12 @@ thread_local! {
 /// last looked, or the thread is exiting): the caller then takes the
 /// pool's lock and calls [`take_stale`] first.
 #[inline(always)]
-pub(crate) fn pop(zone: &ZoneInner, size: u64, new_tensor: bool) -> Option<PoolAlloc> {
+pub(crate) fn pop(
+    zone: &ZoneInner,
+    size: u64,
+    new_tensor: bool,
+    dtype: usize,
+) -> Option<PoolAlloc> {
     LOCAL
         .try_with(|l| {
             let mut l = l.try_borrow_mut().ok()?;
@@ -84,6 +98,7 @@ pub(crate) fn pop(zone: &ZoneInner, size: u64, new_tensor: bool) -> Option<PoolA
             e.sync_cached();
             add(&e.counters.allocations, 1);
             add(&e.counters.tensors_created, u64::from(new_tensor));
+            add(&e.counters.dtype_bytes[dtype], a.size);
             Some(a)
         })
         .ok()
@@ -137,6 +152,7 @@ pub(crate) fn push(
     zone: &ZoneInner,
     a: PoolAlloc,
     tensor_dropped: bool,
+    dtype: usize,
 ) -> std::result::Result<(), PoolAlloc> {
     // The closure borrows the range rather than taking it, so that it is
     // handed back even when the thread-local is gone (thread exit).
@@ -154,11 +170,13 @@ pub(crate) fn push(
         let Some(range) = a.take() else {
             return;
         };
+        let size = range.size;
         match e.mag.push_fast(range) {
             Ok(()) => {
                 e.sync_cached();
                 add(&e.counters.frees, 1);
                 add(&e.counters.tensors_dropped, u64::from(tensor_dropped));
+                sub(&e.counters.dtype_bytes[dtype], size);
             }
             Err(range) => a = Some(range),
         }
@@ -173,7 +191,12 @@ pub(crate) fn push(
 /// The rest of `push`: a first range for this zone, a trim since, or a
 /// magazine that must make room.
 #[cold]
-pub(crate) fn push_slow(zone: &Arc<ZoneInner>, a: PoolAlloc, tensor_dropped: bool) -> Pushed {
+pub(crate) fn push_slow(
+    zone: &Arc<ZoneInner>,
+    a: PoolAlloc,
+    tensor_dropped: bool,
+    dtype: usize,
+) -> Pushed {
     let mut out = Pushed {
         back: Some(a),
         stale: Vec::new(),
@@ -216,10 +239,12 @@ pub(crate) fn push_slow(zone: &Arc<ZoneInner>, a: PoolAlloc, tensor_dropped: boo
         let Some(range) = out.back.take() else {
             return;
         };
+        let size = range.size;
         match e.mag.push(range, &mut out.stale) {
             Ok(()) => {
                 add(&e.counters.frees, 1);
                 add(&e.counters.tensors_dropped, u64::from(tensor_dropped));
+                sub(&e.counters.dtype_bytes[dtype], size);
             }
             Err(range) => out.back = Some(range),
         }

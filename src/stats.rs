@@ -22,6 +22,8 @@ pub(crate) struct Counters {
     /// Bytes shared tensors hold (their host copies and device ranges).
     pub(crate) shared_host: AtomicU64,
     pub(crate) shared_device: AtomicU64,
+    /// Host copies' bytes by dtype slot.
+    pub(crate) host_dtype: [AtomicU64; crate::dtype::DTYPE_SLOTS],
 }
 
 /// Bytes and calls of one transfer direction.
@@ -219,6 +221,10 @@ pub struct ZoneStats {
     /// Time from the zone's start to this snapshot: two snapshots subtract
     /// into [`Rates`].
     pub uptime: std::time::Duration,
+    /// Live bytes of owned and shared tensors by element type (dtypes with
+    /// none are left out). Arena chunks hold no single dtype and are not
+    /// in it.
+    pub by_dtype: Vec<(crate::DType, HostDevice)>,
 }
 
 impl ZoneStats {

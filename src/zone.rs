@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::backend::gpu::{GpuBackend, MAP_FAILED, MAP_READY};
 use crate::backend::{cpu::CpuBackend, Backend, CreateError, DeviceBlock, StagingBlock};
+use crate::dtype::{DType, DTYPE_SLOTS};
 use crate::error::{Error, Result};
 use crate::local::{self, LocalCounters};
 use crate::pool::{BlockId, DevicePool, DevicePoolConfig, PoolAlloc, StagingPool};
@@ -265,6 +266,7 @@ impl ZoneBuilder {
             local_totals: LocalTotals::default(),
             mag_returned: 0,
             peak_staging_reserved: 0,
+            dtype_bytes: [0; DTYPE_SLOTS],
         };
         Zone {
             inner: Arc::new(ZoneInner {
@@ -364,6 +366,9 @@ impl ZoneInner {
         t.frees += counters.frees.load(Ordering::Relaxed);
         t.tensors_created += counters.tensors_created.load(Ordering::Relaxed);
         t.tensors_dropped += counters.tensors_dropped.load(Ordering::Relaxed);
+        for (sum, c) in t.dtype_bytes.iter_mut().zip(&counters.dtype_bytes) {
+            *sum = sum.wrapping_add(c.load(Ordering::Relaxed));
+        }
     }
 }
 
@@ -399,6 +404,7 @@ struct LocalTotals {
     frees: u64,
     tensors_created: u64,
     tensors_dropped: u64,
+    dtype_bytes: [u64; DTYPE_SLOTS],
 }
 
 struct State {
@@ -426,6 +432,9 @@ struct State {
     mag_returned: u64,
     /// Highest staging bytes reserved since the start or `reset_peaks`.
     peak_staging_reserved: u64,
+    /// Device bytes by dtype slot handed out or taken back under the lock
+    /// (wrapping; the threads' caches count the rest).
+    dtype_bytes: [u64; DTYPE_SLOTS],
 }
 
 fn put<T>(table: &mut Vec<Option<T>>, id: BlockId, value: T) {
@@ -438,6 +447,39 @@ fn put<T>(table: &mut Vec<Option<T>>, id: BlockId, value: T) {
 
 fn take<T>(table: &mut [Option<T>], id: BlockId) -> Option<T> {
     table.get_mut(id.0 as usize).and_then(Option::take)
+}
+
+/// Who takes or gives back a device range, for the counters: a new or
+/// dropped tensor (or neither), its tier and its dtype slot.
+#[derive(Copy, Clone, Debug)]
+pub(crate) struct Use {
+    /// Counts a tensor created (on alloc) or dropped (on free) with it.
+    pub(crate) tensor: bool,
+    pub(crate) tier: Tier,
+    /// A [`crate::DType`] slot, or `NO_DTYPE`.
+    pub(crate) dtype: usize,
+}
+
+impl Use {
+    /// An owned tensor of `T`'s storage; `tensor` counts it as created or
+    /// dropped along with the range.
+    #[inline(always)]
+    pub(crate) fn owned<T: crate::Element>(tensor: bool) -> Use {
+        Use {
+            tensor,
+            tier: Tier::Owned,
+            dtype: T::DTYPE.slot(),
+        }
+    }
+
+    /// An arena's chunk.
+    pub(crate) fn arena() -> Use {
+        Use {
+            tensor: false,
+            tier: Tier::Arena,
+            dtype: crate::dtype::NO_DTYPE,
+        }
+    }
 }
 
 /// A device range a tensor holds: the pool's record (block id, offset,
@@ -647,6 +689,34 @@ impl Zone {
             peak_device_reserved_bytes: dev.peak_reserved_bytes + scratch,
             peak_staging_reserved_bytes: st.peak_staging_reserved,
             uptime: self.inner.started.elapsed(),
+            by_dtype: {
+                let mut device = st.local_totals.dtype_bytes;
+                for (d, s) in device.iter_mut().zip(&st.dtype_bytes) {
+                    *d = d.wrapping_add(*s);
+                }
+                for l in &st.locals {
+                    for (d, c) in device.iter_mut().zip(&l.dtype_bytes) {
+                        *d = d.wrapping_add(c.load(Ordering::Relaxed));
+                    }
+                }
+                DType::ALL
+                    .iter()
+                    .map(|&t| {
+                        // A snapshot may catch a free before its alloc on
+                        // another thread: never report a negative count.
+                        let dev = device[t.slot()];
+                        let dev = if (dev as i64) < 0 { 0 } else { dev };
+                        (
+                            t,
+                            crate::stats::HostDevice {
+                                host: c.host_dtype[t.slot()].load(Ordering::Relaxed),
+                                device: dev,
+                            },
+                        )
+                    })
+                    .filter(|(_, b)| b.host > 0 || b.device > 0)
+                    .collect()
+            },
         }
     }
 
@@ -818,12 +888,7 @@ impl Zone {
     /// `new_tensor` counts a tensor created along with it. The caller has
     /// checked `bytes` with `check_fits`.
     #[inline(always)]
-    pub(crate) fn alloc_device(
-        &self,
-        bytes: u64,
-        new_tensor: bool,
-        tier: Tier,
-    ) -> Result<DeviceRange> {
+    pub(crate) fn alloc_device(&self, bytes: u64, by: Use) -> Result<DeviceRange> {
         // A range from this thread's cache is already allocated: like any
         // pool hit it skips the device-lost check, which the first transfer
         // on it makes.
@@ -831,11 +896,13 @@ impl Zone {
             // The alignment is a power of two: round with a mask, not a
             // division (a `div` is tens of cycles on this path).
             let mask = self.inner.info.alignment - 1;
-            if let Some(alloc) = local::pop(&self.inner, (bytes + mask) & !mask, new_tensor) {
+            if let Some(alloc) =
+                local::pop(&self.inner, (bytes + mask) & !mask, by.tensor, by.dtype)
+            {
                 return Ok(DeviceRange { alloc });
             }
         }
-        self.alloc_device_locked(bytes, new_tensor, tier)
+        self.alloc_device_locked(bytes, by)
     }
 
     /// `alloc_device` past this thread's cache: the pool, under its lock.
@@ -844,7 +911,7 @@ impl Zone {
     /// A running trace keeps every thread's cache out of the way (see
     /// `start_trace`), so every device allocation and free comes here and
     /// is recorded without a check on the cached path.
-    fn alloc_device_locked(&self, bytes: u64, new_tensor: bool, tier: Tier) -> Result<DeviceRange> {
+    fn alloc_device_locked(&self, bytes: u64, by: Use) -> Result<DeviceRange> {
         let stale = local::take_stale(&self.inner);
         self.inner.backend.check_alive()?;
         let mut st = self.lock();
@@ -855,11 +922,12 @@ impl Zone {
             Some(alloc) => DeviceRange { alloc },
             None => self.alloc_device_slow(&mut st, bytes)?,
         };
-        st.tensors_created += u64::from(new_tensor);
-        drop(st);
+        st.tensors_created += u64::from(by.tensor);
         let size = range.size();
+        st.dtype_bytes[by.dtype] = st.dtype_bytes[by.dtype].wrapping_add(size);
+        drop(st);
         self.trace(|| Event::Alloc {
-            tier,
+            tier: by.tier,
             location: crate::residency::Location::Device,
             bytes: size,
         });
@@ -1047,29 +1115,29 @@ impl Zone {
     /// Gives a range back to the pool; `tensor_dropped` counts the tensor
     /// that held it as gone.
     #[inline(always)]
-    pub(crate) fn free_device(&self, range: DeviceRange, tensor_dropped: bool, tier: Tier) {
+    pub(crate) fn free_device(&self, range: DeviceRange, by: Use) {
         let alloc = range.alloc;
         if alloc.is_slab() {
-            if let Err(alloc) = local::push(&self.inner, alloc, tensor_dropped) {
-                self.free_device_locked(alloc, tensor_dropped, tier);
+            if let Err(alloc) = local::push(&self.inner, alloc, by.tensor, by.dtype) {
+                self.free_device_locked(alloc, by);
             }
         } else {
-            self.free_device_locked(alloc, tensor_dropped, tier);
+            self.free_device_locked(alloc, by);
         }
     }
 
     /// `free_device` past this thread's cache's fast path: the cache's
     /// slow path, then the pool under its lock for what it did not keep.
     #[inline(never)]
-    fn free_device_locked(&self, alloc: PoolAlloc, tensor_dropped: bool, tier: Tier) {
+    fn free_device_locked(&self, alloc: PoolAlloc, by: Use) {
         let size = alloc.size;
         self.trace(|| Event::Free {
-            tier,
+            tier: by.tier,
             location: crate::residency::Location::Device,
             bytes: size,
         });
         let pushed = if alloc.is_slab() {
-            local::push_slow(&self.inner, alloc, tensor_dropped)
+            local::push_slow(&self.inner, alloc, by.tensor, by.dtype)
         } else {
             local::Pushed {
                 back: Some(alloc),
@@ -1082,8 +1150,9 @@ impl Zone {
         let mut st = self.lock();
         st.give_back(pushed.stale);
         if let Some(alloc) = pushed.back {
+            st.dtype_bytes[by.dtype] = st.dtype_bytes[by.dtype].wrapping_sub(alloc.size);
             st.device.free(alloc);
-            st.tensors_dropped += u64::from(tensor_dropped);
+            st.tensors_dropped += u64::from(by.tensor);
         }
     }
 

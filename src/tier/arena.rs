@@ -337,7 +337,7 @@ impl Arena {
                     let size = size.min(zone.max_block()).max(reserve);
                     // The zone's pool, not this arena: no re-entry.
                     zone.check_fits(size)?;
-                    let range = zone.alloc_device(size, false, crate::trace::Tier::Arena)?;
+                    let range = zone.alloc_device(size, crate::zone::Use::arena())?;
                     zone.counters()
                         .arena_device
                         .fetch_add(range.size(), std::sync::atomic::Ordering::Relaxed);
@@ -542,8 +542,7 @@ impl Drop for Arena {
         let c = self.zone.counters();
         for range in st.device_chunks.drain(..) {
             c.arena_device.fetch_sub(range.size(), Relaxed);
-            self.zone
-                .free_device(range, false, crate::trace::Tier::Arena);
+            self.zone.free_device(range, crate::zone::Use::arena());
         }
         let host = st.host.capacity();
         c.sub_host(host);

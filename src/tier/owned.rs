@@ -12,7 +12,7 @@ use crate::shape::{IntoShape, Shape};
 use crate::tier::pinned::PinnedBuffer;
 use crate::tier::sync::{self, check_len, Parts, Storage, SyncState};
 use crate::trace::Tier;
-use crate::zone::{DevicePlace, DeviceRange, Zone};
+use crate::zone::{DevicePlace, DeviceRange, Use, Zone};
 
 /// A tensor owned by one handle. Its bytes may live on the host, on the
 /// device or both; the tensor knows which copy is current and moves data
@@ -107,7 +107,9 @@ impl<T: Element> Tensor<T> {
 
     fn set_host(&mut self, v: Vec<T>) {
         let bytes = self.byte_len();
-        self.zone.counters().add_host(bytes);
+        let c = self.zone.counters();
+        c.add_host(bytes);
+        c.host_dtype[T::DTYPE.slot()].fetch_add(bytes, Ordering::Relaxed);
         self.zone.trace(|| owned_event(true, Location::Host, bytes));
         self.host = Some(v.into_boxed_slice());
     }
@@ -126,7 +128,7 @@ impl<T: Element> Tensor<T> {
                 zone.check_fits(bytes)?;
                 // The hot path of pooled allocation: the range comes first,
                 // counting the tensor along with it.
-                let range = zone.alloc_device(bytes, true, Tier::Owned)?;
+                let range = zone.alloc_device(bytes, Use::owned::<T>(true))?;
                 Ok(Tensor::new_handle(zone, shape, false, Some(range)))
             }
         }
@@ -297,7 +299,7 @@ impl<T: Element> Tensor<T> {
             self.bound = None;
             if let Some(range) = self.device.take() {
                 let bytes = range.size();
-                self.zone.free_device(range, false, Tier::Owned);
+                self.zone.free_device(range, Use::owned::<T>(false));
                 self.zone
                     .trace(|| owned_event(false, Location::Device, bytes));
             }
@@ -445,7 +447,7 @@ impl<T: Element> Storage<T> for Tensor<T> {
         if self.device.is_none() {
             let len = self.byte_len();
             self.zone.check_fits(len)?;
-            self.device = Some(self.zone.alloc_device(len, false, Tier::Owned)?);
+            self.device = Some(self.zone.alloc_device(len, Use::owned::<T>(false))?);
         }
         Ok(())
     }
@@ -478,11 +480,12 @@ impl<T: Element> Drop for Tensor<T> {
         if self.host.take().is_some() {
             let bytes = self.byte_len();
             c.sub_host(bytes);
+            c.host_dtype[T::DTYPE.slot()].fetch_sub(bytes, Ordering::Relaxed);
             self.zone
                 .trace(|| owned_event(false, Location::Host, bytes));
         }
         match self.device.take() {
-            Some(range) => self.zone.free_device(range, true, Tier::Owned),
+            Some(range) => self.zone.free_device(range, Use::owned::<T>(true)),
             None => {
                 c.tensors_dropped.fetch_add(1, Ordering::Relaxed);
             }
