@@ -130,6 +130,12 @@ pub enum Error {
         /// What wgpu reported.
         detail: String,
     },
+    /// A zone names at most `max` distinct labels.
+    #[error("a zone holds at most {max} distinct labels")]
+    TooManyLabels {
+        /// The limit.
+        max: usize,
+    },
     /// wgpu reported an error that is none of the above (a validation error
     /// is a bug in tensorzone or in a caller's use of a raw binding).
     #[error("wgpu error: {detail}")]

@@ -6,6 +6,7 @@
 mod backend;
 mod dtype;
 mod error;
+mod labels;
 mod local;
 mod pool;
 mod residency;

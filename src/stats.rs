@@ -225,6 +225,9 @@ pub struct ZoneStats {
     /// none are left out). Arena chunks hold no single dtype and are not
     /// in it.
     pub by_dtype: Vec<(crate::DType, HostDevice)>,
+    /// Live bytes by label (tensors' and arenas'), largest device holders
+    /// first; labels holding nothing are left out.
+    pub by_label: Vec<(String, HostDevice)>,
 }
 
 impl ZoneStats {
@@ -322,6 +325,18 @@ impl fmt::Display for ZoneStats {
         for (name, value) in &rows {
             writeln!(f, "{name:<34}{value:>26}")?;
         }
+        if !self.by_dtype.is_empty() {
+            writeln!(f, "{:<34}{:>26}", "dtype: host / device", "")?;
+            for (d, b) in &self.by_dtype {
+                writeln!(f, "{:<34}{:>26}", format!("  {d:?}"), tier(*b))?;
+            }
+        }
+        if !self.by_label.is_empty() {
+            writeln!(f, "{:<34}{:>26}", "label: host / device", "")?;
+            for (name, b) in &self.by_label {
+                writeln!(f, "{:<34}{:>26}", format!("  {name}"), tier(*b))?;
+            }
+        }
         write!(f, "{line}")
     }
 }
@@ -350,7 +365,21 @@ mod tests {
             },
             ..Default::default()
         };
+        let s = ZoneStats {
+            by_dtype: vec![(
+                crate::DType::F16,
+                HostDevice {
+                    host: 0,
+                    device: 2048,
+                },
+            )],
+            by_label: vec![("weights".into(), HostDevice::default())],
+            ..s
+        };
         let text = s.to_string();
+        assert!(text.contains("F16"), "{text}");
+        assert!(text.contains("0 B / 2.00 KiB"), "{text}");
+        assert!(text.contains("weights"), "{text}");
         assert!(text.contains("2 / 5"), "{text}");
         assert!(text.contains("3.00 MiB"), "{text}");
         assert!(text.contains("1.50 KiB in 3 calls"), "{text}");

@@ -282,6 +282,7 @@ impl ZoneBuilder {
                 local_max_range: slab_size / 4,
                 started: std::time::Instant::now(),
                 recorder: Default::default(),
+                labels: Default::default(),
             }),
         }
     }
@@ -339,6 +340,8 @@ pub(crate) struct ZoneInner {
     started: std::time::Instant,
     /// The opt-in event trace.
     pub(crate) recorder: crate::trace::Recorder,
+    /// Label names and the bytes each holds.
+    pub(crate) labels: crate::labels::Labels,
 }
 
 impl ZoneInner {
@@ -717,6 +720,7 @@ impl Zone {
                     .filter(|(_, b)| b.host > 0 || b.device > 0)
                     .collect()
             },
+            by_label: self.inner.labels.snapshot(),
         }
     }
 
@@ -1015,11 +1019,23 @@ impl Zone {
             .iter()
             .map(|l| l.cached_bytes.load(Ordering::Relaxed))
             .sum();
-        let detail = if in_threads > 0 {
+        let mut detail = if in_threads > 0 {
             format!("{detail}; {in_threads} cached bytes wait in other threads' range caches")
         } else {
             detail
         };
+        let holders: Vec<String> = self
+            .inner
+            .labels
+            .snapshot()
+            .into_iter()
+            .filter(|(_, b)| b.device > 0)
+            .take(3)
+            .map(|(name, b)| format!("{name:?} {} bytes", b.device))
+            .collect();
+        if !holders.is_empty() {
+            detail = format!("{detail}; biggest labeled holders: {}", holders.join(", "));
+        }
         let live = s.live_bytes.saturating_sub(in_threads);
         Error::OutOfMemory {
             requested,

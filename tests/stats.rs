@@ -277,3 +277,119 @@ fn live_bytes_are_broken_down_by_dtype() {
         );
     }
 }
+
+#[test]
+fn live_bytes_are_broken_down_by_label() {
+    for zone in common::zones() {
+        let mut w = Tensor::<f32>::zeros(&zone, [1000], Location::Device)
+            .unwrap()
+            .with_label("weights")
+            .unwrap();
+        assert_eq!(w.label().as_deref(), Some("weights"));
+        let mut act = Tensor::<u8>::zeros(&zone, [300], Location::Host).unwrap();
+        assert_eq!(act.label(), None);
+        act.set_label("activations").unwrap();
+        act.to_device().unwrap();
+        let mut arena = zone.arena_with_capacity(128 << 10);
+        arena.set_label("frame").unwrap();
+        let _t = arena.zeros::<u8>([10], Location::Device).unwrap();
+        let by = |name: &str| {
+            zone.stats()
+                .by_label
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, b)| *b)
+                .unwrap_or_default()
+        };
+        assert_eq!(
+            by("weights"),
+            HostDevice {
+                host: 0,
+                device: aligned(&zone, 4000)
+            }
+        );
+        assert_eq!(
+            by("activations"),
+            HostDevice {
+                host: 300,
+                device: aligned(&zone, 300)
+            }
+        );
+        assert_eq!(
+            by("frame"),
+            HostDevice {
+                host: 0,
+                device: 128 << 10
+            }
+        );
+        assert_eq!(
+            zone.stats().by_label[0].0,
+            "frame",
+            "largest device holder first"
+        );
+        // a host copy and a relabel move bytes with the tensor
+        w.to_host().unwrap();
+        assert_eq!(by("weights").host, 4000);
+        w.set_label("frozen").unwrap();
+        assert_eq!(by("weights"), HostDevice::default());
+        assert_eq!(by("frozen").host, 4000);
+        act.drop_device_copy().unwrap();
+        assert_eq!(
+            by("activations"),
+            HostDevice {
+                host: 300,
+                device: 0
+            }
+        );
+        // a shared tensor keeps its label
+        let s = w.into_shared();
+        assert_eq!(by("frozen").device, aligned(&zone, 4000));
+        drop(s);
+        drop(_t);
+        drop((act, arena));
+        assert!(
+            zone.stats().by_label.is_empty(),
+            "{:?}",
+            zone.stats().by_label
+        );
+    }
+}
+
+#[test]
+fn out_of_memory_names_the_biggest_labeled_holders() {
+    for zone in common::zones_with(
+        Zone::builder()
+            .device_memory_limit(1 << 20)
+            .slab_size(256 << 10),
+    ) {
+        let _big = Tensor::<u8>::zeros(&zone, [512 << 10], Location::Device)
+            .unwrap()
+            .with_label("cache")
+            .unwrap();
+        let err = Tensor::<u8>::zeros(&zone, [600 << 10], Location::Device).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("biggest labeled holders: \"cache\""),
+            "{text}"
+        );
+    }
+}
+
+#[test]
+fn a_zone_names_at_most_255_labels() {
+    let zone = Zone::cpu();
+    let mut t = Tensor::<u8>::zeros(&zone, [1], Location::Host).unwrap();
+    for i in 0..255 {
+        t.set_label(&format!("l{i}")).unwrap();
+    }
+    t.set_label("l7").unwrap(); // known names are fine
+    assert_eq!(
+        t.set_label("one too many"),
+        Err(Error::TooManyLabels { max: 255 })
+    );
+    assert_eq!(
+        t.label().as_deref(),
+        Some("l7"),
+        "unchanged after the error"
+    );
+}

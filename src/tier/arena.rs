@@ -27,6 +27,7 @@ use crate::error::{Error, Result};
 use crate::pool::bump::{Bump, Bumped};
 use crate::residency::Location;
 use crate::shape::{IntoShape, Shape};
+use crate::stats::HostDevice;
 use crate::tier::owned::{checked, Tensor};
 use crate::tier::sync::{self, check_len, Parts, Storage, SyncState};
 use crate::zone::{DevicePlace, DeviceRange, Zone};
@@ -164,6 +165,8 @@ pub struct Arena {
     /// Debug builds check that `with_state` is never re-entered.
     #[cfg_attr(not(debug_assertions), allow(dead_code))]
     in_state: std::cell::Cell<bool>,
+    /// Label id in the zone's label table (0: none).
+    label: u8,
 }
 
 impl Zone {
@@ -208,6 +211,7 @@ impl Arena {
                 device_chunks: Vec::new(),
             }),
             in_state: std::cell::Cell::new(false),
+            label: 0,
         }
     }
 
@@ -291,7 +295,9 @@ impl Arena {
         self.with_state(|st| {
             let (chunk, offset) = match st.host.alloc(bytes, HOST_ALIGN) {
                 Bumped::At { chunk, offset } => (chunk, offset),
-                Bumped::NeedChunk { size } => Arena::grow_host(&self.zone, st, size, bytes)?,
+                Bumped::NeedChunk { size } => {
+                    Arena::grow_host(&self.zone, self.label, st, size, bytes)?
+                }
             };
             st.host_chunks
                 .slice(chunk, offset, len, zero)
@@ -302,7 +308,13 @@ impl Arena {
     }
 
     #[cold]
-    fn grow_host(zone: &Zone, st: &mut State, size: u64, bytes: u64) -> Result<(usize, u64)> {
+    fn grow_host(
+        zone: &Zone,
+        label: u8,
+        st: &mut State,
+        size: u64,
+        bytes: u64,
+    ) -> Result<(usize, u64)> {
         // Chunks double with the arena's size, so a growing frame takes
         // few of them.
         let size = size.max(st.host.capacity());
@@ -313,6 +325,14 @@ impl Arena {
             .arena_host
             .fetch_add(got, std::sync::atomic::Ordering::Relaxed);
         zone.trace(|| arena_event(true, Location::Host, got));
+        zone.inner.labels.count(
+            label,
+            HostDevice {
+                host: got,
+                device: 0,
+            },
+            true,
+        );
         match st.host.alloc(bytes, HOST_ALIGN) {
             Bumped::At { chunk, offset } => Ok((chunk, offset)),
             Bumped::NeedChunk { .. } => Err(Error::HostOutOfMemory {
@@ -328,6 +348,7 @@ impl Arena {
         let reserve = crate::backend::copy_len(bytes);
         let align = self.zone.info().alignment;
         let zone = &self.zone;
+        let label = self.label;
         self.with_state(|st| {
             let (chunk, offset) = match st.device.alloc(reserve, align) {
                 Bumped::At { chunk, offset } => (chunk, offset),
@@ -342,6 +363,14 @@ impl Arena {
                         .arena_device
                         .fetch_add(range.size(), std::sync::atomic::Ordering::Relaxed);
                     st.device.add_chunk(range.size());
+                    zone.inner.labels.count(
+                        label,
+                        HostDevice {
+                            host: 0,
+                            device: range.size(),
+                        },
+                        true,
+                    );
                     st.device_chunks.push(range);
                     match st.device.alloc(reserve, align) {
                         Bumped::At { chunk, offset } => (chunk, offset),
@@ -402,6 +431,24 @@ impl Arena {
                 Ok(self.handle(shape, None, Some(place), false))
             }
         }
+    }
+
+    /// Names this arena in the zone's breakdowns
+    /// ([`crate::ZoneStats::by_label`]): the blocks it holds count for the
+    /// label.
+    ///
+    /// Errors: [`Error::TooManyLabels`] past 255 distinct labels in a zone.
+    pub fn set_label(&mut self, label: &str) -> Result<()> {
+        let id = self.zone.inner.labels.id(label)?;
+        let st = self.state.get_mut();
+        let held = HostDevice {
+            host: st.host.capacity(),
+            device: st.device.capacity(),
+        };
+        self.zone.inner.labels.count(self.label, held, false);
+        self.label = id;
+        self.zone.inner.labels.count(self.label, held, true);
+        Ok(())
     }
 
     /// `len` zeroed host elements of scratch memory: plain bump allocation
@@ -545,6 +592,11 @@ impl Drop for Arena {
             self.zone.free_device(range, crate::zone::Use::arena());
         }
         let host = st.host.capacity();
+        let held = HostDevice {
+            host,
+            device: st.device.capacity(),
+        };
+        self.zone.inner.labels.count(self.label, held, false);
         c.sub_host(host);
         c.arena_host.fetch_sub(host, Relaxed);
         if host > 0 {

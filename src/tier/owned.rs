@@ -9,6 +9,7 @@ use crate::dtype::Element;
 use crate::error::{Error, Result};
 use crate::residency::Location;
 use crate::shape::{IntoShape, Shape};
+use crate::stats::HostDevice;
 use crate::tier::pinned::PinnedBuffer;
 use crate::tier::sync::{self, check_len, Parts, Storage, SyncState};
 use crate::trace::Tier;
@@ -42,6 +43,8 @@ pub struct Tensor<T: Element> {
     /// that allocation itself touches no buffer handle.
     bound: Option<Box<wgpu::Buffer>>,
     state: SyncState,
+    /// Label id in the zone's label table (0: none).
+    label: u8,
 }
 
 /// Turns a shape-like value into a checked shape and byte count for `T`.
@@ -102,6 +105,7 @@ impl<T: Element> Tensor<T> {
             device,
             bound: None,
             state: SyncState::default(),
+            label: 0,
         }
     }
 
@@ -110,6 +114,13 @@ impl<T: Element> Tensor<T> {
         let c = self.zone.counters();
         c.add_host(bytes);
         c.host_dtype[T::DTYPE.slot()].fetch_add(bytes, Ordering::Relaxed);
+        self.label_count(
+            HostDevice {
+                host: bytes,
+                device: 0,
+            },
+            true,
+        );
         self.zone.trace(|| owned_event(true, Location::Host, bytes));
         self.host = Some(v.into_boxed_slice());
     }
@@ -283,7 +294,16 @@ impl<T: Element> Tensor<T> {
             self.host = None;
             self.state.host_current = false;
             let bytes = self.byte_len();
-            self.zone.counters().sub_host(bytes);
+            let c = self.zone.counters();
+            c.sub_host(bytes);
+            c.host_dtype[T::DTYPE.slot()].fetch_sub(bytes, Ordering::Relaxed);
+            self.label_count(
+                HostDevice {
+                    host: bytes,
+                    device: 0,
+                },
+                false,
+            );
             self.zone
                 .trace(|| owned_event(false, Location::Host, bytes));
         }
@@ -298,10 +318,14 @@ impl<T: Element> Tensor<T> {
             self.state.device_init = false;
             self.bound = None;
             if let Some(range) = self.device.take() {
-                let bytes = range.size();
+                self.label_count(
+                    HostDevice {
+                        host: 0,
+                        device: range.size(),
+                    },
+                    false,
+                );
                 self.zone.free_device(range, Use::owned::<T>(false));
-                self.zone
-                    .trace(|| owned_event(false, Location::Device, bytes));
             }
         }
         Ok(())
@@ -363,9 +387,53 @@ impl<T: Element> Tensor<T> {
         Tensor::copy_of(self)
     }
 
+    /// Counts `held` for this tensor's label, if it has one.
+    #[inline]
+    fn label_count(&self, held: HostDevice, add: bool) {
+        if self.label != 0 {
+            self.zone.inner.labels.count(self.label, held, add);
+        }
+    }
+
+    /// Names this tensor in the zone's breakdowns
+    /// ([`crate::ZoneStats::by_label`]) and out-of-memory errors; what it
+    /// holds moves to the new label.
+    ///
+    /// ```
+    /// use tensorzone::{Location, Tensor, Zone};
+    /// let zone = Zone::cpu();
+    /// let mut w = Tensor::<f32>::zeros(&zone, [256], Location::Host).unwrap();
+    /// w.set_label("weights").unwrap();
+    /// assert_eq!(zone.stats().by_label[0].0, "weights");
+    /// assert_eq!(zone.stats().by_label[0].1.host, 1024);
+    /// ```
+    ///
+    /// Errors: [`Error::TooManyLabels`] past 255 distinct labels in a zone.
+    pub fn set_label(&mut self, label: &str) -> Result<()> {
+        let id = self.zone.inner.labels.id(label)?;
+        let held = self.held();
+        self.label_count(held, false);
+        self.label = id;
+        self.label_count(held, true);
+        Ok(())
+    }
+
+    /// This tensor with a label (see [`Tensor::set_label`]).
+    pub fn with_label(mut self, label: &str) -> Result<Tensor<T>> {
+        self.set_label(label)?;
+        Ok(self)
+    }
+
+    /// The tensor's label, if it has one.
+    pub fn label(&self) -> Option<String> {
+        (self.label != 0)
+            .then(|| self.zone.inner.labels.name(self.label))
+            .flatten()
+    }
+
     /// Bytes this tensor holds: its host copy and its device range.
-    pub(crate) fn held(&self) -> crate::stats::HostDevice {
-        crate::stats::HostDevice {
+    pub(crate) fn held(&self) -> HostDevice {
+        HostDevice {
             host: if self.host.is_some() {
                 self.byte_len()
             } else {
@@ -447,7 +515,15 @@ impl<T: Element> Storage<T> for Tensor<T> {
         if self.device.is_none() {
             let len = self.byte_len();
             self.zone.check_fits(len)?;
-            self.device = Some(self.zone.alloc_device(len, Use::owned::<T>(false))?);
+            let range = self.zone.alloc_device(len, Use::owned::<T>(false))?;
+            self.label_count(
+                HostDevice {
+                    host: 0,
+                    device: range.size(),
+                },
+                true,
+            );
+            self.device = Some(range);
         }
         Ok(())
     }
@@ -476,6 +552,9 @@ fn owned_event(alloc: bool, location: Location, bytes: u64) -> crate::trace::Eve
 impl<T: Element> Drop for Tensor<T> {
     #[inline(always)]
     fn drop(&mut self) {
+        if self.label != 0 {
+            self.label_count(self.held(), false);
+        }
         let c = self.zone.counters();
         if self.host.take().is_some() {
             let bytes = self.byte_len();
