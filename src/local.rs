@@ -25,8 +25,12 @@ pub(crate) struct LocalCounters {
     pub(crate) cached_bytes: AtomicU64,
     pub(crate) allocations: AtomicU64,
     pub(crate) frees: AtomicU64,
-    pub(crate) tensors_created: AtomicU64,
-    pub(crate) tensors_dropped: AtomicU64,
+    /// Allocations that created no tensor (arena chunks, a host tensor's
+    /// first device copy): tensors created are `allocations` minus these,
+    /// so the common case, a new tensor, writes one counter less.
+    pub(crate) non_tensor_allocs: AtomicU64,
+    /// Frees that dropped no tensor; tensors dropped are `frees` minus these.
+    pub(crate) non_tensor_frees: AtomicU64,
     /// Device bytes this thread's allocations minus its frees, by dtype
     /// slot (wrapping: a tensor freed on another thread subtracts there).
     pub(crate) dtype_bytes: [AtomicU64; DTYPE_SLOTS],
@@ -97,7 +101,9 @@ pub(crate) fn pop(
             let a = e.mag.pop(size)?;
             e.sync_cached();
             add(&e.counters.allocations, 1);
-            add(&e.counters.tensors_created, u64::from(new_tensor));
+            if !new_tensor {
+                add(&e.counters.non_tensor_allocs, 1);
+            }
             add(&e.counters.dtype_bytes[dtype], a.size);
             Some(a)
         })
@@ -175,7 +181,9 @@ pub(crate) fn push(
             Ok(()) => {
                 e.sync_cached();
                 add(&e.counters.frees, 1);
-                add(&e.counters.tensors_dropped, u64::from(tensor_dropped));
+                if !tensor_dropped {
+                    add(&e.counters.non_tensor_frees, 1);
+                }
                 sub(&e.counters.dtype_bytes[dtype], size);
             }
             Err(range) => a = Some(range),
@@ -243,7 +251,9 @@ pub(crate) fn push_slow(
         match e.mag.push(range, &mut out.stale) {
             Ok(()) => {
                 add(&e.counters.frees, 1);
-                add(&e.counters.tensors_dropped, u64::from(tensor_dropped));
+                if !tensor_dropped {
+                    add(&e.counters.non_tensor_frees, 1);
+                }
                 sub(&e.counters.dtype_bytes[dtype], size);
             }
             Err(range) => out.back = Some(range),

@@ -367,8 +367,14 @@ impl ZoneInner {
         let t = &mut st.local_totals;
         t.allocations += counters.allocations.load(Ordering::Relaxed);
         t.frees += counters.frees.load(Ordering::Relaxed);
-        t.tensors_created += counters.tensors_created.load(Ordering::Relaxed);
-        t.tensors_dropped += counters.tensors_dropped.load(Ordering::Relaxed);
+        let (allocs, frees) = (
+            counters.allocations.load(Ordering::Relaxed),
+            counters.frees.load(Ordering::Relaxed),
+        );
+        t.tensors_created +=
+            allocs.saturating_sub(counters.non_tensor_allocs.load(Ordering::Relaxed));
+        t.tensors_dropped +=
+            frees.saturating_sub(counters.non_tensor_frees.load(Ordering::Relaxed));
         for (sum, c) in t.dtype_bytes.iter_mut().zip(&counters.dtype_bytes) {
             *sum = sum.wrapping_add(c.load(Ordering::Relaxed));
         }
@@ -645,11 +651,15 @@ impl Zone {
             lt.tensors_dropped,
         );
         for l in &st.locals {
+            let (allocs, frees) = (
+                l.allocations.load(Ordering::Relaxed),
+                l.frees.load(Ordering::Relaxed),
+            );
             l_cached += l.cached_bytes.load(Ordering::Relaxed);
-            l_allocs += l.allocations.load(Ordering::Relaxed);
-            l_frees += l.frees.load(Ordering::Relaxed);
-            l_created += l.tensors_created.load(Ordering::Relaxed);
-            l_dropped += l.tensors_dropped.load(Ordering::Relaxed);
+            l_allocs += allocs;
+            l_frees += frees;
+            l_created += allocs.saturating_sub(l.non_tensor_allocs.load(Ordering::Relaxed));
+            l_dropped += frees.saturating_sub(l.non_tensor_frees.load(Ordering::Relaxed));
         }
         let created = c.tensors_created.load(Ordering::Relaxed) + st.tensors_created + l_created;
         let dropped = c.tensors_dropped.load(Ordering::Relaxed) + st.tensors_dropped + l_dropped;
