@@ -87,36 +87,6 @@ pub trait Element:
     const DTYPE: DType;
 }
 
-/// Per-dtype counter slots: one per [`DType`] plus one for storage that
-/// is no tensor's (arena chunks).
-pub(crate) const DTYPE_SLOTS: usize = 13;
-/// The slot of storage that belongs to no single dtype.
-pub(crate) const NO_DTYPE: usize = DTYPE_SLOTS - 1;
-
-impl DType {
-    /// Every dtype, in slot order.
-    pub(crate) const ALL: [DType; 12] = [
-        DType::F32,
-        DType::F64,
-        DType::F16,
-        DType::BF16,
-        DType::I8,
-        DType::I16,
-        DType::I32,
-        DType::I64,
-        DType::U8,
-        DType::U16,
-        DType::U32,
-        DType::U64,
-    ];
-
-    /// This dtype's counter slot.
-    #[inline(always)]
-    pub(crate) const fn slot(self) -> usize {
-        self as usize
-    }
-}
-
 mod sealed {
     /// Keeps [`super::Element`] to the crate's own types.
     pub trait Sealed {}
@@ -140,14 +110,6 @@ element! {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn slots_follow_all() {
-        for (i, d) in DType::ALL.iter().enumerate() {
-            assert_eq!(d.slot(), i);
-        }
-        assert_eq!(NO_DTYPE, DType::ALL.len());
-    }
 
     fn size_matches<T: Element>() {
         assert_eq!(T::DTYPE.size(), std::mem::size_of::<T>(), "{}", T::DTYPE);

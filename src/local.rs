@@ -14,7 +14,6 @@ use std::sync::atomic::{
 };
 use std::sync::{Arc, Weak};
 
-use crate::dtype::DTYPE_SLOTS;
 use crate::pool::{Magazine, PoolAlloc};
 use crate::zone::ZoneInner;
 
@@ -31,19 +30,11 @@ pub(crate) struct LocalCounters {
     pub(crate) non_tensor_allocs: AtomicU64,
     /// Frees that dropped no tensor; tensors dropped are `frees` minus these.
     pub(crate) non_tensor_frees: AtomicU64,
-    /// Device bytes this thread's allocations minus its frees, by dtype
-    /// slot (wrapping: a tensor freed on another thread subtracts there).
-    pub(crate) dtype_bytes: [AtomicU64; DTYPE_SLOTS],
 }
 
 #[inline]
 fn add(c: &AtomicU64, d: u64) {
     c.store(c.load(Relaxed).wrapping_add(d), Relaxed);
-}
-
-#[inline]
-fn sub(c: &AtomicU64, d: u64) {
-    c.store(c.load(Relaxed).wrapping_sub(d), Relaxed);
 }
 
 struct Entry {
@@ -85,12 +76,7 @@ thread_local! {
 /// last looked, or the thread is exiting): the caller then takes the
 /// pool's lock and calls [`take_stale`] first.
 #[inline(always)]
-pub(crate) fn pop(
-    zone: &ZoneInner,
-    size: u64,
-    new_tensor: bool,
-    dtype: usize,
-) -> Option<PoolAlloc> {
+pub(crate) fn pop(zone: &ZoneInner, size: u64, new_tensor: bool) -> Option<PoolAlloc> {
     LOCAL
         .try_with(|l| {
             let mut l = l.try_borrow_mut().ok()?;
@@ -104,7 +90,6 @@ pub(crate) fn pop(
             if !new_tensor {
                 add(&e.counters.non_tensor_allocs, 1);
             }
-            add(&e.counters.dtype_bytes[dtype], a.size);
             Some(a)
         })
         .ok()
@@ -158,7 +143,6 @@ pub(crate) fn push(
     zone: &ZoneInner,
     a: PoolAlloc,
     tensor_dropped: bool,
-    dtype: usize,
 ) -> std::result::Result<(), PoolAlloc> {
     // The closure borrows the range rather than taking it, so that it is
     // handed back even when the thread-local is gone (thread exit).
@@ -176,7 +160,6 @@ pub(crate) fn push(
         let Some(range) = a.take() else {
             return;
         };
-        let size = range.size;
         match e.mag.push_fast(range) {
             Ok(()) => {
                 e.sync_cached();
@@ -184,7 +167,6 @@ pub(crate) fn push(
                 if !tensor_dropped {
                     add(&e.counters.non_tensor_frees, 1);
                 }
-                sub(&e.counters.dtype_bytes[dtype], size);
             }
             Err(range) => a = Some(range),
         }
@@ -199,12 +181,7 @@ pub(crate) fn push(
 /// The rest of `push`: a first range for this zone, a trim since, or a
 /// magazine that must make room.
 #[cold]
-pub(crate) fn push_slow(
-    zone: &Arc<ZoneInner>,
-    a: PoolAlloc,
-    tensor_dropped: bool,
-    dtype: usize,
-) -> Pushed {
+pub(crate) fn push_slow(zone: &Arc<ZoneInner>, a: PoolAlloc, tensor_dropped: bool) -> Pushed {
     let mut out = Pushed {
         back: Some(a),
         stale: Vec::new(),
@@ -247,14 +224,12 @@ pub(crate) fn push_slow(
         let Some(range) = out.back.take() else {
             return;
         };
-        let size = range.size;
         match e.mag.push(range, &mut out.stale) {
             Ok(()) => {
                 add(&e.counters.frees, 1);
                 if !tensor_dropped {
                     add(&e.counters.non_tensor_frees, 1);
                 }
-                sub(&e.counters.dtype_bytes[dtype], size);
             }
             Err(range) => out.back = Some(range),
         }

@@ -22,8 +22,6 @@ pub(crate) struct Counters {
     /// Bytes shared tensors hold (their host copies and device ranges).
     pub(crate) shared_host: AtomicU64,
     pub(crate) shared_device: AtomicU64,
-    /// Host copies' bytes by dtype slot.
-    pub(crate) host_dtype: [AtomicU64; crate::dtype::DTYPE_SLOTS],
 }
 
 /// Bytes and calls of one transfer direction.
@@ -221,10 +219,6 @@ pub struct ZoneStats {
     /// Time from the zone's start to this snapshot: two snapshots subtract
     /// into [`Rates`].
     pub uptime: std::time::Duration,
-    /// Live bytes of owned and shared tensors by element type (dtypes with
-    /// none are left out). Arena chunks hold no single dtype and are not
-    /// in it.
-    pub by_dtype: Vec<(crate::DType, HostDevice)>,
     /// Live bytes by label (tensors' and arenas'), largest device holders
     /// first; labels holding nothing are left out.
     pub by_label: Vec<(String, HostDevice)>,
@@ -325,12 +319,6 @@ impl fmt::Display for ZoneStats {
         for (name, value) in &rows {
             writeln!(f, "{name:<34}{value:>26}")?;
         }
-        if !self.by_dtype.is_empty() {
-            writeln!(f, "{:<34}{:>26}", "dtype: host / device", "")?;
-            for (d, b) in &self.by_dtype {
-                writeln!(f, "{:<34}{:>26}", format!("  {d:?}"), tier(*b))?;
-            }
-        }
         if !self.by_label.is_empty() {
             writeln!(f, "{:<34}{:>26}", "label: host / device", "")?;
             for (name, b) in &self.by_label {
@@ -366,18 +354,16 @@ mod tests {
             ..Default::default()
         };
         let s = ZoneStats {
-            by_dtype: vec![(
-                crate::DType::F16,
+            by_label: vec![(
+                "weights".into(),
                 HostDevice {
                     host: 0,
                     device: 2048,
                 },
             )],
-            by_label: vec![("weights".into(), HostDevice::default())],
             ..s
         };
         let text = s.to_string();
-        assert!(text.contains("F16"), "{text}");
         assert!(text.contains("0 B / 2.00 KiB"), "{text}");
         assert!(text.contains("weights"), "{text}");
         assert!(text.contains("2 / 5"), "{text}");

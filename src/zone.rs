@@ -6,7 +6,6 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::backend::gpu::{GpuBackend, MAP_FAILED, MAP_READY};
 use crate::backend::{cpu::CpuBackend, Backend, CreateError, DeviceBlock, StagingBlock};
-use crate::dtype::{DType, DTYPE_SLOTS};
 use crate::error::{Error, Result};
 use crate::local::{self, LocalCounters};
 use crate::pool::{BlockId, DevicePool, DevicePoolConfig, PoolAlloc, StagingPool};
@@ -266,7 +265,6 @@ impl ZoneBuilder {
             local_totals: LocalTotals::default(),
             mag_returned: 0,
             peak_staging_reserved: 0,
-            dtype_bytes: [0; DTYPE_SLOTS],
         };
         Zone {
             inner: Arc::new(ZoneInner {
@@ -375,9 +373,6 @@ impl ZoneInner {
             allocs.saturating_sub(counters.non_tensor_allocs.load(Ordering::Relaxed));
         t.tensors_dropped +=
             frees.saturating_sub(counters.non_tensor_frees.load(Ordering::Relaxed));
-        for (sum, c) in t.dtype_bytes.iter_mut().zip(&counters.dtype_bytes) {
-            *sum = sum.wrapping_add(c.load(Ordering::Relaxed));
-        }
     }
 }
 
@@ -413,7 +408,6 @@ struct LocalTotals {
     frees: u64,
     tensors_created: u64,
     tensors_dropped: u64,
-    dtype_bytes: [u64; DTYPE_SLOTS],
 }
 
 struct State {
@@ -441,9 +435,6 @@ struct State {
     mag_returned: u64,
     /// Highest staging bytes reserved since the start or `reset_peaks`.
     peak_staging_reserved: u64,
-    /// Device bytes by dtype slot handed out or taken back under the lock
-    /// (wrapping; the threads' caches count the rest).
-    dtype_bytes: [u64; DTYPE_SLOTS],
 }
 
 fn put<T>(table: &mut Vec<Option<T>>, id: BlockId, value: T) {
@@ -459,25 +450,22 @@ fn take<T>(table: &mut [Option<T>], id: BlockId) -> Option<T> {
 }
 
 /// Who takes or gives back a device range, for the counters: a new or
-/// dropped tensor (or neither), its tier and its dtype slot.
+/// dropped tensor (or neither) and its tier.
 #[derive(Copy, Clone, Debug)]
 pub(crate) struct Use {
     /// Counts a tensor created (on alloc) or dropped (on free) with it.
     pub(crate) tensor: bool,
     pub(crate) tier: Tier,
-    /// A [`crate::DType`] slot, or `NO_DTYPE`.
-    pub(crate) dtype: usize,
 }
 
 impl Use {
-    /// An owned tensor of `T`'s storage; `tensor` counts it as created or
+    /// An owned tensor's storage; `tensor` counts it as created or
     /// dropped along with the range.
     #[inline(always)]
-    pub(crate) fn owned<T: crate::Element>(tensor: bool) -> Use {
+    pub(crate) fn owned(tensor: bool) -> Use {
         Use {
             tensor,
             tier: Tier::Owned,
-            dtype: T::DTYPE.slot(),
         }
     }
 
@@ -486,7 +474,6 @@ impl Use {
         Use {
             tensor: false,
             tier: Tier::Arena,
-            dtype: crate::dtype::NO_DTYPE,
         }
     }
 }
@@ -702,34 +689,6 @@ impl Zone {
             peak_device_reserved_bytes: dev.peak_reserved_bytes + scratch,
             peak_staging_reserved_bytes: st.peak_staging_reserved,
             uptime: self.inner.started.elapsed(),
-            by_dtype: {
-                let mut device = st.local_totals.dtype_bytes;
-                for (d, s) in device.iter_mut().zip(&st.dtype_bytes) {
-                    *d = d.wrapping_add(*s);
-                }
-                for l in &st.locals {
-                    for (d, c) in device.iter_mut().zip(&l.dtype_bytes) {
-                        *d = d.wrapping_add(c.load(Ordering::Relaxed));
-                    }
-                }
-                DType::ALL
-                    .iter()
-                    .map(|&t| {
-                        // A snapshot may catch a free before its alloc on
-                        // another thread: never report a negative count.
-                        let dev = device[t.slot()];
-                        let dev = if (dev as i64) < 0 { 0 } else { dev };
-                        (
-                            t,
-                            crate::stats::HostDevice {
-                                host: c.host_dtype[t.slot()].load(Ordering::Relaxed),
-                                device: dev,
-                            },
-                        )
-                    })
-                    .filter(|(_, b)| b.host > 0 || b.device > 0)
-                    .collect()
-            },
             by_label: self.inner.labels.snapshot(),
         }
     }
@@ -910,9 +869,7 @@ impl Zone {
             // The alignment is a power of two: round with a mask, not a
             // division (a `div` is tens of cycles on this path).
             let mask = self.inner.info.alignment - 1;
-            if let Some(alloc) =
-                local::pop(&self.inner, (bytes + mask) & !mask, by.tensor, by.dtype)
-            {
+            if let Some(alloc) = local::pop(&self.inner, (bytes + mask) & !mask, by.tensor) {
                 return Ok(DeviceRange { alloc });
             }
         }
@@ -938,7 +895,6 @@ impl Zone {
         };
         st.tensors_created += u64::from(by.tensor);
         let size = range.size();
-        st.dtype_bytes[by.dtype] = st.dtype_bytes[by.dtype].wrapping_add(size);
         drop(st);
         self.trace(|| Event::Alloc {
             tier: by.tier,
@@ -1144,7 +1100,7 @@ impl Zone {
     pub(crate) fn free_device(&self, range: DeviceRange, by: Use) {
         let alloc = range.alloc;
         if alloc.is_slab() {
-            if let Err(alloc) = local::push(&self.inner, alloc, by.tensor, by.dtype) {
+            if let Err(alloc) = local::push(&self.inner, alloc, by.tensor) {
                 self.free_device_locked(alloc, by);
             }
         } else {
@@ -1163,7 +1119,7 @@ impl Zone {
             bytes: size,
         });
         let pushed = if alloc.is_slab() {
-            local::push_slow(&self.inner, alloc, by.tensor, by.dtype)
+            local::push_slow(&self.inner, alloc, by.tensor)
         } else {
             local::Pushed {
                 back: Some(alloc),
@@ -1176,7 +1132,6 @@ impl Zone {
         let mut st = self.lock();
         st.give_back(pushed.stale);
         if let Some(alloc) = pushed.back {
-            st.dtype_bytes[by.dtype] = st.dtype_bytes[by.dtype].wrapping_sub(alloc.size);
             st.device.free(alloc);
             st.tensors_dropped += u64::from(by.tensor);
         }

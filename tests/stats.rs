@@ -226,59 +226,6 @@ fn a_tensor_replaced_through_make_mut_is_counted_in_its_own_zone() {
 }
 
 #[test]
-fn live_bytes_are_broken_down_by_dtype() {
-    for zone in common::zones() {
-        assert!(zone.stats().by_dtype.is_empty());
-        let a = Tensor::<f32>::zeros(&zone, [1000], Location::Device).unwrap();
-        let mut b = Tensor::<u8>::zeros(&zone, [500], Location::Host).unwrap();
-        b.to_device().unwrap();
-        let c = std::thread::spawn({
-            let zone = zone.clone();
-            move || Tensor::<f16>::zeros(&zone, [64], Location::Device).unwrap()
-        })
-        .join()
-        .unwrap();
-        let arena = zone.arena();
-        let _t = arena.zeros::<f32>([10], Location::Device).unwrap();
-        let want = vec![
-            (
-                DType::F32,
-                HostDevice {
-                    host: 0,
-                    device: aligned(&zone, 4000),
-                },
-            ),
-            (
-                DType::F16,
-                HostDevice {
-                    host: 0,
-                    device: aligned(&zone, 128),
-                },
-            ),
-            (
-                DType::U8,
-                HostDevice {
-                    host: 500,
-                    device: aligned(&zone, 500),
-                },
-            ),
-        ];
-        assert_eq!(
-            zone.stats().by_dtype,
-            want,
-            "arena chunks are not per dtype"
-        );
-        drop(c); // made on another thread, freed on this one
-        drop((a, b));
-        assert!(
-            zone.stats().by_dtype.is_empty(),
-            "{:?}",
-            zone.stats().by_dtype
-        );
-    }
-}
-
-#[test]
 fn live_bytes_are_broken_down_by_label() {
     for zone in common::zones() {
         let mut w = Tensor::<f32>::zeros(&zone, [1000], Location::Device)

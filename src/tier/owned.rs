@@ -113,7 +113,6 @@ impl<T: Element> Tensor<T> {
         let bytes = self.byte_len();
         let c = self.zone.counters();
         c.add_host(bytes);
-        c.host_dtype[T::DTYPE.slot()].fetch_add(bytes, Ordering::Relaxed);
         self.label_count(
             HostDevice {
                 host: bytes,
@@ -139,7 +138,7 @@ impl<T: Element> Tensor<T> {
                 zone.check_fits(bytes)?;
                 // The hot path of pooled allocation: the range comes first,
                 // counting the tensor along with it.
-                let range = zone.alloc_device(bytes, Use::owned::<T>(true))?;
+                let range = zone.alloc_device(bytes, Use::owned(true))?;
                 Ok(Tensor::new_handle(zone, shape, false, Some(range)))
             }
         }
@@ -296,7 +295,6 @@ impl<T: Element> Tensor<T> {
             let bytes = self.byte_len();
             let c = self.zone.counters();
             c.sub_host(bytes);
-            c.host_dtype[T::DTYPE.slot()].fetch_sub(bytes, Ordering::Relaxed);
             self.label_count(
                 HostDevice {
                     host: bytes,
@@ -325,7 +323,7 @@ impl<T: Element> Tensor<T> {
                     },
                     false,
                 );
-                self.zone.free_device(range, Use::owned::<T>(false));
+                self.zone.free_device(range, Use::owned(false));
             }
         }
         Ok(())
@@ -515,7 +513,7 @@ impl<T: Element> Storage<T> for Tensor<T> {
         if self.device.is_none() {
             let len = self.byte_len();
             self.zone.check_fits(len)?;
-            let range = self.zone.alloc_device(len, Use::owned::<T>(false))?;
+            let range = self.zone.alloc_device(len, Use::owned(false))?;
             self.label_count(
                 HostDevice {
                     host: 0,
@@ -559,12 +557,11 @@ impl<T: Element> Drop for Tensor<T> {
         if self.host.take().is_some() {
             let bytes = self.byte_len();
             c.sub_host(bytes);
-            c.host_dtype[T::DTYPE.slot()].fetch_sub(bytes, Ordering::Relaxed);
             self.zone
                 .trace(|| owned_event(false, Location::Host, bytes));
         }
         match self.device.take() {
-            Some(range) => self.zone.free_device(range, Use::owned::<T>(true)),
+            Some(range) => self.zone.free_device(range, Use::owned(true)),
             None => {
                 c.tensors_dropped.fetch_add(1, Ordering::Relaxed);
             }
