@@ -81,6 +81,8 @@ pub enum Event {
         bytes: u64,
     },
     /// An arena was reset; `used` bytes of its chunks were in use.
+    /// Recorded for arenas made, or that last took a block, while the
+    /// trace ran (a reset stays O(1) and touches no zone memory otherwise).
     ArenaReset {
         /// Bytes handed out since the arena's previous reset.
         used: u64,

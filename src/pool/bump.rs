@@ -28,6 +28,9 @@ pub(crate) struct Bump {
     off: u64,
     /// Size of `chunks[cur]` (0 when there is none): the fast path's bound.
     limit: u64,
+    /// Size of `chunks[0]`, so a reset reads no heap memory (after a frame
+    /// of allocations the chunk list is likely out of cache).
+    first: u64,
     capacity: u64,
     /// Smallest chunk to add.
     min_chunk: u64,
@@ -42,6 +45,7 @@ impl Bump {
             cur: 0,
             off: 0,
             limit: 0,
+            first: 0,
             capacity: 0,
             min_chunk: min_chunk.max(1),
         }
@@ -51,14 +55,17 @@ impl Bump {
     #[inline(always)]
     pub(crate) fn alloc(&mut self, bytes: u64, align: u64) -> Bumped {
         debug_assert!(
-            bytes > 0 && bytes < 1 << 63 && align.is_power_of_two() && align < 1 << 32,
+            bytes < 1 << 63 && align.is_power_of_two() && align < 1 << 32,
             "bump request of {bytes} bytes at alignment {align}"
         );
         // No overflow: `off <= limit` (a chunk size, < 2^63), `align` and
         // `bytes` are below 2^63 (checked by the callers' shape and size
         // checks), so both sums stay below 2^64.
         let start = (self.off + (align - 1)) & !(align - 1);
-        let end = start + bytes;
+        // At least one byte: an empty request must not "fit" when there is
+        // no chunk at all (`limit` 0), or it would name a chunk that does
+        // not exist.
+        let end = start + bytes.max(1);
         if end <= self.limit {
             self.off = end;
             return Bumped::At {
@@ -79,8 +86,8 @@ impl Bump {
             self.off = 0;
             self.limit = self.chunks.get(self.cur).copied().unwrap_or(0);
             // Offset 0 is aligned for any power of two.
-            if bytes <= self.limit {
-                self.off = bytes;
+            if bytes.max(1) <= self.limit {
+                self.off = bytes.max(1);
                 return Bumped::At {
                     chunk: self.cur,
                     offset: 0,
@@ -97,6 +104,9 @@ impl Bump {
     /// order).
     pub(crate) fn add_chunk(&mut self, size: u64) -> usize {
         self.before.push(self.capacity);
+        if self.chunks.is_empty() {
+            self.first = size;
+        }
         self.chunks.push(size);
         self.capacity += size;
         if self.cur == self.chunks.len() - 1 {
@@ -111,7 +121,7 @@ impl Bump {
     pub(crate) fn reset(&mut self) {
         self.cur = 0;
         self.off = 0;
-        self.limit = self.chunks.first().copied().unwrap_or(0);
+        self.limit = self.first;
     }
 
     /// Bytes handed out since the last reset, alignment padding and
@@ -229,6 +239,20 @@ mod tests {
             }
         );
         assert_eq!(b.used(), 300);
+    }
+
+    #[test]
+    fn an_empty_request_never_names_a_missing_chunk() {
+        let mut b = Bump::new(64);
+        assert_eq!(b.alloc(0, 8), Bumped::NeedChunk { size: 64 });
+        b.add_chunk(64);
+        assert_eq!(
+            b.alloc(0, 8),
+            Bumped::At {
+                chunk: 0,
+                offset: 0
+            }
+        );
     }
 
     #[test]

@@ -80,8 +80,17 @@ impl HostChunks {
         offset: u64,
         len: usize,
         zero: bool,
-    ) -> Option<&'a mut [T]> {
-        let (base, words) = *self.chunks.get(chunk)?;
+    ) -> &'a mut [T] {
+        debug_assert!(
+            chunk < self.chunks.len(),
+            "arena chunk {chunk} of {}",
+            self.chunks.len()
+        );
+        // SAFETY: the bump allocator only names chunks it was given (it
+        // never places a request in a chunk it has not been told of, and
+        // requests are never empty: `Bump::alloc` counts at least one
+        // byte), and the arena gives it each chunk after pushing it here.
+        let (base, words) = *unsafe { self.chunks.get_unchecked(chunk) };
         let bytes = len * std::mem::size_of::<T>();
         debug_assert!(
             offset as usize + bytes <= words * 8 && offset % std::mem::align_of::<T>() as u64 == 0,
@@ -103,7 +112,7 @@ impl HostChunks {
         if zero {
             s.fill(T::zeroed());
         }
-        Some(s)
+        s
     }
 }
 
@@ -123,6 +132,9 @@ impl Drop for HostChunks {
 }
 
 struct State {
+    /// A trace was running when the arena was made or last took a block:
+    /// its resets are recorded (see `reset`).
+    traced: bool,
     host: Bump,
     host_chunks: HostChunks,
     device: Bump,
@@ -205,6 +217,7 @@ impl Arena {
         Arena {
             zone: zone.clone(),
             state: UnsafeCell::new(State {
+                traced: zone.inner.recorder.on(),
                 host: Bump::new(HOST_CHUNK),
                 host_chunks: HostChunks { chunks: Vec::new() },
                 device: Bump::new(device_chunk),
@@ -241,7 +254,11 @@ impl Arena {
     /// means no arena tensor can be alive across it.
     pub fn reset(&mut self) {
         let st = self.state.get_mut();
-        if self.zone.inner.recorder.on() {
+        // Only an arena that saw a trace running (when it was made or last
+        // took a block) looks at the zone here: after a frame's worth of
+        // allocations the zone's memory is out of cache, and reading it
+        // would cost more than the reset.
+        if st.traced && self.zone.inner.recorder.on() {
             let used = st.host.used() + st.device.used();
             self.zone.trace(|| crate::trace::Event::ArenaReset { used });
         }
@@ -299,11 +316,7 @@ impl Arena {
                     Arena::grow_host(&self.zone, self.label, st, size, bytes)?
                 }
             };
-            st.host_chunks
-                .slice(chunk, offset, len, zero)
-                .ok_or_else(|| Error::Backend {
-                    detail: format!("arena host chunk {chunk} missing"),
-                })
+            Ok(st.host_chunks.slice(chunk, offset, len, zero))
         })
     }
 
@@ -320,6 +333,7 @@ impl Arena {
         let size = size.max(st.host.capacity());
         let got = st.host_chunks.add(size)?;
         st.host.add_chunk(got);
+        st.traced = zone.inner.recorder.on();
         zone.counters().add_host(got);
         zone.counters()
             .arena_host
@@ -363,6 +377,7 @@ impl Arena {
                         .arena_device
                         .fetch_add(range.size(), std::sync::atomic::Ordering::Relaxed);
                     st.device.add_chunk(range.size());
+                    st.traced = zone.inner.recorder.on();
                     zone.inner.labels.count(
                         label,
                         HostDevice {
