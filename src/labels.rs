@@ -4,33 +4,28 @@
 //! one-byte id, so a label costs an unlabeled tensor nothing and a labeled
 //! one an atomic add where its storage changes.
 
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Mutex;
 
 use crate::error::{Error, Result};
-use crate::stats::HostDevice;
+use crate::stats::{HostDevice, HostDeviceCounter};
 
 /// Distinct labels one zone can name (ids 1..=255; 0 is "no label").
 pub(crate) const MAX_LABELS: usize = 255;
-
-#[derive(Debug, Default)]
-struct Bytes {
-    host: AtomicU64,
-    device: AtomicU64,
-}
 
 /// The zone's labels: names by id and the bytes each holds.
 #[derive(Debug)]
 pub(crate) struct Labels {
     names: Mutex<Vec<String>>,
-    bytes: Box<[Bytes]>,
+    bytes: Box<[HostDeviceCounter]>,
 }
 
 impl Default for Labels {
     fn default() -> Labels {
         Labels {
             names: Mutex::new(Vec::new()),
-            bytes: (0..=MAX_LABELS).map(|_| Bytes::default()).collect(),
+            bytes: (0..=MAX_LABELS)
+                .map(|_| HostDeviceCounter::default())
+                .collect(),
         }
     }
 }
@@ -63,11 +58,9 @@ impl Labels {
             return;
         };
         if add {
-            b.host.fetch_add(held.host, Relaxed);
-            b.device.fetch_add(held.device, Relaxed);
+            b.add(held);
         } else {
-            b.host.fetch_sub(held.host, Relaxed);
-            b.device.fetch_sub(held.device, Relaxed);
+            b.sub(held);
         }
     }
 
@@ -80,10 +73,7 @@ impl Labels {
             .enumerate()
             .filter_map(|(i, n)| {
                 let b = self.bytes.get(i + 1)?;
-                let held = HostDevice {
-                    host: b.host.load(Relaxed),
-                    device: b.device.load(Relaxed),
-                };
+                let held = b.get();
                 (held != HostDevice::default()).then(|| (n.clone(), held))
             })
             .collect();

@@ -17,11 +17,35 @@ pub(crate) struct Counters {
     pub(crate) staging_buffers_created: AtomicU64,
     pub(crate) peak_host_live: AtomicU64,
     /// Bytes arenas hold: host chunks, and device chunks from the pool.
-    pub(crate) arena_host: AtomicU64,
-    pub(crate) arena_device: AtomicU64,
+    pub(crate) arena: HostDeviceCounter,
     /// Bytes shared tensors hold (their host copies and device ranges).
-    pub(crate) shared_host: AtomicU64,
-    pub(crate) shared_device: AtomicU64,
+    pub(crate) shared: HostDeviceCounter,
+}
+
+/// Host and device byte counts, changed together (relaxed atomics).
+#[derive(Debug, Default)]
+pub(crate) struct HostDeviceCounter {
+    host: AtomicU64,
+    device: AtomicU64,
+}
+
+impl HostDeviceCounter {
+    pub(crate) fn add(&self, b: HostDevice) {
+        self.host.fetch_add(b.host, Relaxed);
+        self.device.fetch_add(b.device, Relaxed);
+    }
+
+    pub(crate) fn sub(&self, b: HostDevice) {
+        self.host.fetch_sub(b.host, Relaxed);
+        self.device.fetch_sub(b.device, Relaxed);
+    }
+
+    pub(crate) fn get(&self) -> HostDevice {
+        HostDevice {
+            host: self.host.load(Relaxed),
+            device: self.device.load(Relaxed),
+        }
+    }
 }
 
 /// Bytes and calls of one transfer direction.
@@ -54,14 +78,8 @@ impl Counters {
     /// Bytes by tier, from the totals and what arenas and shared tensors
     /// hold (owned tensors hold the rest; small tensors hold no zone memory).
     pub(crate) fn tiers(&self, host_live: u64, device_live: u64) -> TierUsage {
-        let arena = HostDevice {
-            host: self.arena_host.load(Relaxed),
-            device: self.arena_device.load(Relaxed),
-        };
-        let shared = HostDevice {
-            host: self.shared_host.load(Relaxed),
-            device: self.shared_device.load(Relaxed),
-        };
+        let arena = self.arena.get();
+        let shared = self.shared.get();
         TierUsage {
             small: HostDevice::default(),
             owned: HostDevice {

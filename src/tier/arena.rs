@@ -335,9 +335,10 @@ impl Arena {
         st.host.add_chunk(got);
         st.traced = zone.inner.recorder.on();
         zone.counters().add_host(got);
-        zone.counters()
-            .arena_host
-            .fetch_add(got, std::sync::atomic::Ordering::Relaxed);
+        zone.counters().arena.add(HostDevice {
+            host: got,
+            device: 0,
+        });
         zone.trace(|| arena_event(true, Location::Host, got));
         zone.inner.labels.count(
             label,
@@ -373,9 +374,10 @@ impl Arena {
                     // The zone's pool, not this arena: no re-entry.
                     zone.check_fits(size)?;
                     let range = zone.alloc_device(size, crate::zone::Use::arena())?;
-                    zone.counters()
-                        .arena_device
-                        .fetch_add(range.size(), std::sync::atomic::Ordering::Relaxed);
+                    zone.counters().arena.add(HostDevice {
+                        host: 0,
+                        device: range.size(),
+                    });
                     st.device.add_chunk(range.size());
                     st.traced = zone.inner.recorder.on();
                     zone.inner.labels.count(
@@ -599,11 +601,9 @@ fn arena_event(alloc: bool, location: Location, bytes: u64) -> crate::trace::Eve
 
 impl Drop for Arena {
     fn drop(&mut self) {
-        use std::sync::atomic::Ordering::Relaxed;
         let st = self.state.get_mut();
         let c = self.zone.counters();
         for range in st.device_chunks.drain(..) {
-            c.arena_device.fetch_sub(range.size(), Relaxed);
             self.zone.free_device(range, crate::zone::Use::arena());
         }
         let host = st.host.capacity();
@@ -613,7 +613,7 @@ impl Drop for Arena {
         };
         self.zone.inner.labels.count(self.label, held, false);
         c.sub_host(host);
-        c.arena_host.fetch_sub(host, Relaxed);
+        c.arena.sub(held);
         if host > 0 {
             self.zone.trace(|| arena_event(false, Location::Host, host));
         }

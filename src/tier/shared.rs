@@ -7,7 +7,6 @@
 //! tensor, copying first when another strong handle could see the change.
 
 use std::fmt;
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 
 use crate::dtype::{DType, Element};
@@ -26,7 +25,7 @@ struct Slot<T: Element> {
     /// Never `None` while a strong handle can reach it; `make_mut` moves
     /// the tensor out only from a value no other handle shares.
     tensor: Option<Tensor<T>>,
-    /// What `shared_host`/`shared_device` count for this tensor now ...
+    /// What the zone's shared-tier counter holds for this tensor now ...
     counted: HostDevice,
     /// ... in this zone (a tensor put in through `make_mut` may belong to
     /// another one).
@@ -75,13 +74,11 @@ fn recount<T: Element>(t: &Tensor<T>, counted: &mut HostDevice, zone: &mut Optio
 /// Adds `held` to (`into` true) or takes it from the shared tier's counts.
 /// In a trace, the bytes move between the owned and shared tiers.
 fn account(zone: &Zone, held: HostDevice, into: bool) {
-    let c = zone.counters();
+    let c = &zone.counters().shared;
     if into {
-        c.shared_host.fetch_add(held.host, Relaxed);
-        c.shared_device.fetch_add(held.device, Relaxed);
+        c.add(held);
     } else {
-        c.shared_host.fetch_sub(held.host, Relaxed);
-        c.shared_device.fetch_sub(held.device, Relaxed);
+        c.sub(held);
     }
     let (from, to) = if into {
         (Tier::Owned, Tier::Shared)
