@@ -7,13 +7,16 @@ mod backend;
 mod dtype;
 mod error;
 mod labels;
+mod leaks;
 mod local;
 mod pool;
 mod residency;
 mod shape;
+mod spill;
 mod stats;
 mod tier;
 mod trace;
+mod track;
 mod zone;
 
 pub use dtype::{DType, Element};
@@ -27,8 +30,9 @@ pub use tier::pinned::PinnedBuffer;
 pub use tier::shared::{SharedMut, SharedRead, SharedTensor, WeakTensor};
 pub use tier::small::SmallTensor;
 pub use trace::{Direction, Event, Tier, Trace, TraceEvent};
+pub use track::{Leak, LeakKind};
 pub use zone::{
-    BackendChoice, BackendInfo, BackendKind, DriverReport, Zone, ZoneBuilder, BACKEND_ENV,
+    BackendChoice, BackendInfo, BackendKind, DriverReport, LeakHook, Zone, ZoneBuilder, BACKEND_ENV,
 };
 
 pub use half::{bf16, f16};

@@ -20,6 +20,12 @@ pub(crate) struct Counters {
     pub(crate) arena: HostDeviceCounter,
     /// Bytes shared tensors hold (their host copies and device ranges).
     pub(crate) shared: HostDeviceCounter,
+    /// Device copies moved to the host under the device budget.
+    pub(crate) spills: TransferCounter,
+    /// Spilled copies moved back on their next device use.
+    pub(crate) reloads: TransferCounter,
+    /// Host bytes spilled copies hold now.
+    pub(crate) spilled_held: AtomicU64,
 }
 
 /// Host and device byte counts, changed together (relaxed atomics).
@@ -61,7 +67,7 @@ impl TransferCounter {
         self.calls.fetch_add(1, Relaxed);
     }
 
-    fn snapshot(&self) -> Transfers {
+    pub(crate) fn snapshot(&self) -> Transfers {
         Transfers {
             bytes: self.bytes.load(Relaxed),
             calls: self.calls.load(Relaxed),
@@ -223,6 +229,14 @@ pub struct ZoneStats {
     pub device_to_host: Transfers,
     /// Device → device copies.
     pub device_to_device: Transfers,
+    /// Device copies spilled to the host to stay within the device budget
+    /// (their downloads count in `device_to_host` too).
+    pub spills: Transfers,
+    /// Spilled copies uploaded again on their next device use (counted in
+    /// `host_to_device` too).
+    pub reloads: Transfers,
+    /// Host bytes that spilled device copies hold now.
+    pub spilled_held_bytes: u64,
     /// Live bytes by tier and location.
     pub tiers: TierUsage,
     /// Highest `host_live_bytes` since the zone opened or `reset_peaks`.
@@ -280,7 +294,7 @@ impl fmt::Display for ZoneStats {
         writeln!(f, "{line}")?;
         writeln!(f, "{:<34}{:>26}", "tensorzone memory summary", "")?;
         writeln!(f, "{line}")?;
-        let rows: [(&str, String); 20] = [
+        let rows: [(&str, String); 22] = [
             (
                 "tensors live / created",
                 format!("{} / {}", self.tensors_live, self.tensors_created),
@@ -313,6 +327,19 @@ impl fmt::Display for ZoneStats {
             ("host -> device", transfer(self.host_to_device)),
             ("device -> host", transfer(self.device_to_host)),
             ("device -> device", transfer(self.device_to_device)),
+            (
+                "spills / reloads",
+                format!("{} / {}", self.spills.calls, self.reloads.calls),
+            ),
+            (
+                "spilled / reloaded / held",
+                format!(
+                    "{} / {} / {}",
+                    bytes(self.spills.bytes),
+                    bytes(self.reloads.bytes),
+                    bytes(self.spilled_held_bytes)
+                ),
+            ),
             (
                 "peak host / device live",
                 format!(

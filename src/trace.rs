@@ -87,6 +87,18 @@ pub enum Event {
         /// Bytes handed out since the arena's previous reset.
         used: u64,
     },
+    /// A tensor's device copy moved to the host to stay within the device
+    /// budget: `bytes` became live on the host (owned tier). The device
+    /// range's free and the download are recorded as well.
+    Spill {
+        /// The tensor's bytes.
+        bytes: u64,
+    },
+    /// A spilled copy went back to the device: `bytes` left the host.
+    Reload {
+        /// The tensor's bytes.
+        bytes: u64,
+    },
 }
 
 /// One recorded event.
@@ -179,12 +191,27 @@ impl Trace {
                     json!({ "bytes": bytes }),
                 ),
                 Event::ArenaReset { used } => ("arena reset", json!({ "used": used })),
+                Event::Spill { bytes } => {
+                    *slot(&mut live, Tier::Owned, Location::Host) += bytes;
+                    ("spill", json!({ "bytes": bytes }))
+                }
+                Event::Reload { bytes } => {
+                    let s = slot(&mut live, Tier::Owned, Location::Host);
+                    *s = s.saturating_sub(*bytes);
+                    ("reload", json!({ "bytes": bytes }))
+                }
             };
             out.push(json!({
                 "name": name, "cat": "memory", "ph": "i", "s": "t",
                 "ts": ts, "pid": 1, "tid": e.thread, "args": args
             }));
-            if matches!(e.event, Event::Alloc { .. } | Event::Free { .. }) {
+            if matches!(
+                e.event,
+                Event::Alloc { .. }
+                    | Event::Free { .. }
+                    | Event::Spill { .. }
+                    | Event::Reload { .. }
+            ) {
                 counters(&mut out, ts, &live);
             }
         }

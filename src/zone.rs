@@ -139,6 +139,8 @@ pub struct ZoneBuilder {
     limit: Option<u64>,
     staging_idle_limit: u64,
     power: wgpu::PowerPreference,
+    track: bool,
+    spill: bool,
 }
 
 impl Default for ZoneBuilder {
@@ -150,6 +152,8 @@ impl Default for ZoneBuilder {
             limit: None,
             staging_idle_limit: DEFAULT_STAGING_IDLE_LIMIT,
             power: wgpu::PowerPreference::HighPerformance,
+            track: false,
+            spill: false,
         }
     }
 }
@@ -181,6 +185,55 @@ impl ZoneBuilder {
     /// host memory and not counted here; `staging_idle_limit` bounds them.
     pub fn device_memory_limit(mut self, bytes: u64) -> Self {
         self.limit = Some(bytes);
+        self
+    }
+
+    /// A device budget: most device bytes the zone may reserve, like
+    /// [`ZoneBuilder::device_memory_limit`], but an allocation past it
+    /// first releases cached blocks, then spills the least recently used
+    /// device copies of owned and shared tensors to the host, and fails
+    /// with [`Error::OutOfMemory`] only when neither makes room. A spilled
+    /// copy keeps its bytes and goes back to the device on its next device
+    /// use; [`crate::ZoneStats::spills`] and `reloads` count both.
+    ///
+    /// Never spilled: arena tensors, and a tensor whose binding was taken
+    /// until the zone has next waited for the device (a read back, or
+    /// [`Zone::synchronize`]), since a submitted kernel may still use it.
+    ///
+    /// It turns on [`ZoneBuilder::track_tensors`].
+    ///
+    /// ```
+    /// use tensorzone::{BackendChoice, Location, Tensor, Zone};
+    /// let zone = Zone::builder()
+    ///     .backend(BackendChoice::Cpu)
+    ///     .slab_size(1 << 20)
+    ///     .device_budget(1 << 20)
+    ///     .build()
+    ///     .unwrap();
+    /// let mut a = Tensor::full(&zone, [192 << 10], 1.0f32, Location::Device).unwrap();
+    /// a.drop_host_copy().unwrap();
+    /// // `a` takes 768 KiB of the 1 MiB budget: `b` spills it.
+    /// let b = Tensor::full(&zone, [192 << 10], 2.0f32, Location::Device).unwrap();
+    /// assert_eq!(zone.stats().spills.calls, 1);
+    /// // `a` reloads (spilling `b`) with its contents intact.
+    /// assert!(a.to_vec().unwrap().iter().all(|&x| x == 1.0));
+    /// assert_eq!(zone.stats().reloads.calls, 0); // the host read needed no reload
+    /// # drop(b);
+    /// ```
+    pub fn device_budget(mut self, bytes: u64) -> Self {
+        self.limit = Some(bytes);
+        self.spill = true;
+        self.track = true;
+        self
+    }
+
+    /// Tracks each owned tensor, shared tensor and arena, for
+    /// [`Zone::leaks`] and the report made when the zone's last handle is
+    /// dropped while they are alive (see [`Zone::set_leak_hook`]).
+    /// Each tensor then takes a registry entry (a heap allocation and a
+    /// lock) when it is made. Off by default; [`ZoneBuilder::device_budget`] turns it on.
+    pub fn track_tensors(mut self, on: bool) -> Self {
+        self.track = on || self.spill;
         self
     }
 
@@ -276,11 +329,20 @@ impl ZoneBuilder {
                 state: Mutex::new(state),
                 id: NEXT_ZONE_ID.fetch_add(1, Ordering::Relaxed),
                 trim_epoch: std::sync::atomic::AtomicU64::new(0),
-                local_max_bytes: (slab_size / 8).min(MAGAZINE_MAX_BYTES),
-                local_max_range: slab_size / 4,
+                // A tracking zone registers each tensor on the pool's path,
+                // so it keeps no per-thread cache.
+                local_max_bytes: if self.track {
+                    0
+                } else {
+                    (slab_size / 8).min(MAGAZINE_MAX_BYTES)
+                },
+                local_max_range: if self.track { 0 } else { slab_size / 4 },
                 started: std::time::Instant::now(),
                 recorder: Default::default(),
                 labels: Default::default(),
+                tracked: self.track,
+                spill: self.spill,
+                tracking: Default::default(),
             }),
         }
     }
@@ -319,6 +381,21 @@ pub struct Zone {
     pub(crate) inner: Arc<ZoneInner>,
 }
 
+/// A zone handle that does not keep the zone alive.
+#[derive(Clone)]
+pub(crate) struct WeakZone(std::sync::Weak<ZoneInner>);
+
+impl WeakZone {
+    pub(crate) fn upgrade(&self) -> Option<Zone> {
+        self.0.upgrade().map(|inner| Zone { inner })
+    }
+
+    /// Whether this is `zone`.
+    pub(crate) fn is(&self, zone: &Zone) -> bool {
+        std::ptr::eq(self.0.as_ptr(), Arc::as_ptr(&zone.inner))
+    }
+}
+
 pub(crate) struct ZoneInner {
     pub(crate) backend: Backend,
     info: BackendInfo,
@@ -340,7 +417,26 @@ pub(crate) struct ZoneInner {
     pub(crate) recorder: crate::trace::Recorder,
     /// Label names and the bytes each holds.
     pub(crate) labels: crate::labels::Labels,
+    /// Tensors and arenas get registry entries (see `track`).
+    pub(crate) tracked: bool,
+    /// Over the limit, spill tracked device copies before failing.
+    spill: bool,
+    /// Boxed: the fast path reads fields of this struct, and they keep the
+    /// places they had before tracking came.
+    pub(crate) tracking: Box<Tracking>,
 }
+
+/// What a tracking zone keeps (see [`crate::track`]).
+#[derive(Default)]
+pub(crate) struct Tracking {
+    pub(crate) registry: crate::track::Registry,
+    pub(crate) leak_hook: Mutex<Option<LeakHook>>,
+    /// The leak report ran (once per zone).
+    pub(crate) leaks_reported: std::sync::atomic::AtomicBool,
+}
+
+/// What [`Zone::set_leak_hook`] takes.
+pub type LeakHook = Box<dyn Fn(&str, &[crate::Leak]) + Send + Sync>;
 
 impl ZoneInner {
     #[inline]
@@ -488,6 +584,20 @@ pub(crate) struct DeviceRange {
 }
 
 impl DeviceRange {
+    /// A tracked tensor's stand-in for the range its registry entry holds
+    /// (see [`crate::track`]): freeing it releases that entry.
+    pub(crate) fn ticket(key: u32) -> DeviceRange {
+        DeviceRange {
+            alloc: PoolAlloc::ticket(key),
+        }
+    }
+
+    /// The registry key, if this is a ticket.
+    #[inline]
+    pub(crate) fn ticket_key(&self) -> Option<u32> {
+        self.alloc.ticket_key()
+    }
+
     /// Bytes reserved for the range.
     pub(crate) fn size(&self) -> u64 {
         self.alloc.size
@@ -506,7 +616,7 @@ impl DeviceRange {
 /// A position in a device block: where a tensor's device bytes start.
 /// Owned tensors take theirs from a pool range, arena tensors from a
 /// bump offset inside one.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) struct DevicePlace {
     pub(crate) block: BlockId,
     pub(crate) offset: u64,
@@ -584,13 +694,21 @@ impl Zone {
         }
     }
 
+    pub(crate) fn downgrade(&self) -> WeakZone {
+        WeakZone(Arc::downgrade(&self.inner))
+    }
+
     /// Whether two handles are the same zone.
     pub fn same_zone(&self, other: &Zone) -> bool {
         Arc::ptr_eq(&self.inner, &other.inner)
     }
 
     /// Waits until all GPU work submitted so far has finished.
+    ///
+    /// Under a device budget, tensors whose bindings were taken before it
+    /// may be spilled again afterwards.
     pub fn synchronize(&self) -> Result<()> {
+        let wait = self.inner.tracking.registry.wait_start();
         match &self.inner.backend {
             Backend::Gpu(g) => {
                 g.check_alive()?;
@@ -600,10 +718,11 @@ impl Zone {
                 // may fire on the next poll rather than inside the wait.
                 g.poll();
                 self.sweep_pending(&mut self.lock());
-                Ok(())
             }
-            Backend::Cpu(_) => Ok(()),
+            Backend::Cpu(_) => {}
         }
+        self.inner.tracking.registry.wait_done(wait);
+        Ok(())
     }
 
     /// A snapshot of memory and traffic.
@@ -680,6 +799,9 @@ impl Zone {
             host_to_device: h2d,
             device_to_host: d2h,
             device_to_device: d2d,
+            spills: c.spills.snapshot(),
+            reloads: c.reloads.snapshot(),
+            spilled_held_bytes: c.spilled_held.load(Ordering::Relaxed),
             tiers: c.tiers(
                 c.host_bytes_live.load(Ordering::Relaxed),
                 dev.live_bytes.saturating_sub(l_cached),
@@ -883,6 +1005,20 @@ impl Zone {
     /// `start_trace`), so every device allocation and free comes here and
     /// is recorded without a check on the cached path.
     fn alloc_device_locked(&self, bytes: u64, by: Use) -> Result<DeviceRange> {
+        loop {
+            match self.alloc_device_pool(bytes, by) {
+                Err(e @ Error::OutOfMemory { .. }) if self.inner.spill => {
+                    if !self.spill_one()? {
+                        return Err(e);
+                    }
+                }
+                r => return r,
+            }
+        }
+    }
+
+    /// One try at the pool for `alloc_device_locked`.
+    fn alloc_device_pool(&self, bytes: u64, by: Use) -> Result<DeviceRange> {
         let stale = local::take_stale(&self.inner);
         self.inner.backend.check_alive()?;
         let mut st = self.lock();
@@ -901,6 +1037,13 @@ impl Zone {
             location: crate::residency::Location::Device,
             bytes: size,
         });
+        if self.inner.tracked && by.tensor {
+            // The new tensor takes this entry over on its first use.
+            self.inner
+                .tracking
+                .registry
+                .add_pending(size, range.place());
+        }
         Ok(range)
     }
 
@@ -1112,7 +1255,21 @@ impl Zone {
     /// slow path, then the pool under its lock for what it did not keep.
     #[inline(never)]
     fn free_device_locked(&self, alloc: PoolAlloc, by: Use) {
+        if let Some(key) = alloc.ticket_key() {
+            // A tracked tensor dropped: its entry holds the real range.
+            if let Some(cell) = self.inner.tracking.registry.remove(key) {
+                self.release_tracked(&cell, by.tensor);
+            }
+            return;
+        }
         let size = alloc.size;
+        if self.inner.tracked && by.tensor {
+            // A tensor dropped before its first use never took its entry.
+            self.inner.tracking.registry.drop_pending(DevicePlace {
+                block: alloc.block,
+                offset: alloc.offset,
+            });
+        }
         self.trace(|| Event::Free {
             tier: by.tier,
             location: crate::residency::Location::Device,
@@ -1366,8 +1523,16 @@ impl Zone {
         }
     }
 
-    /// Copies a device range into `out`. Counted.
+    /// Copies a device range into `out`. Counted. It waits for the work
+    /// submitted before it, which lets spills consider bound tensors again.
     pub(crate) fn download(&self, src: DevicePlace, out: &mut [u8]) -> Result<()> {
+        let wait = self.inner.tracking.registry.wait_start();
+        self.download_now(src, out)?;
+        self.inner.tracking.registry.wait_done(wait);
+        Ok(())
+    }
+
+    fn download_now(&self, src: DevicePlace, out: &mut [u8]) -> Result<()> {
         match (&self.inner.backend, &self.block_of(src)?) {
             (Backend::Cpu(_), DeviceBlock::Cpu(b)) => b.read(src.offset(), out),
             (Backend::Gpu(g), DeviceBlock::Gpu(buf))

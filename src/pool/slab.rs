@@ -54,7 +54,33 @@ impl PoolAlloc {
     pub(crate) fn is_slab(&self) -> bool {
         matches!(self.handle, Handle::Slab(_))
     }
+
+    /// A stand-in that is no range at all: it holds a key the caller
+    /// chose (the zone marks tensors whose range it keeps elsewhere). Its
+    /// block id is one no pool hands out, and the pool refuses to free it.
+    ///
+    /// It reuses the `Dedicated` handle rather than adding a variant: a
+    /// third variant changed the niche of `Option<DeviceRange>`, and with
+    /// it the layout of the tensor handle the allocation fast path was
+    /// tuned on.
+    pub(crate) fn ticket(key: u32) -> PoolAlloc {
+        PoolAlloc {
+            block: TICKET_BLOCK,
+            offset: u64::from(key),
+            size: 0,
+            handle: Handle::Dedicated,
+        }
+    }
+
+    /// The key of a [`PoolAlloc::ticket`].
+    #[inline]
+    pub(crate) fn ticket_key(&self) -> Option<u32> {
+        (self.block == TICKET_BLOCK).then_some(self.offset as u32)
+    }
 }
+
+/// The block id of a [`PoolAlloc::ticket`].
+const TICKET_BLOCK: BlockId = BlockId(u32::MAX);
 
 /// How a [`PoolAlloc`] is returned to the pool.
 #[derive(Debug)]

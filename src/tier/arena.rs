@@ -30,7 +30,10 @@ use crate::shape::{IntoShape, Shape};
 use crate::stats::HostDevice;
 use crate::tier::owned::{checked, Tensor};
 use crate::tier::sync::{self, check_len, Parts, Storage, SyncState};
+use crate::track::{Cell, LeakKind, Meta};
 use crate::zone::{DevicePlace, DeviceRange, Zone};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 /// Smallest host chunk (bytes).
 const HOST_CHUNK: u64 = 64 << 10;
@@ -139,6 +142,17 @@ struct State {
     host_chunks: HostChunks,
     device: Bump,
     device_chunks: Vec<DeviceRange>,
+    /// The registry entry, in a tracking zone (for the leak report).
+    entry: Option<Arc<Cell>>,
+}
+
+impl State {
+    /// Counts a new chunk of `bytes` in the leak report's figure.
+    fn note_growth(&self, bytes: u64) {
+        if let Some(e) = &self.entry {
+            e.meta.bytes.fetch_add(bytes, Ordering::Relaxed);
+        }
+    }
 }
 
 /// A bump allocator of tensors for one frame, batch or request.
@@ -222,6 +236,18 @@ impl Arena {
                 host_chunks: HostChunks { chunks: Vec::new() },
                 device: Bump::new(device_chunk),
                 device_chunks: Vec::new(),
+                entry: zone
+                    .inner
+                    .tracked
+                    .then(|| {
+                        zone.inner.tracking.registry.add(Meta {
+                            kind: LeakKind::Arena,
+                            shape: Default::default(),
+                            bytes: AtomicU64::new(0),
+                            label: Default::default(),
+                        })
+                    })
+                    .flatten(),
             }),
             in_state: std::cell::Cell::new(false),
             label: 0,
@@ -333,6 +359,7 @@ impl Arena {
         let size = size.max(st.host.capacity());
         let got = st.host_chunks.add(size)?;
         st.host.add_chunk(got);
+        st.note_growth(got);
         st.traced = zone.inner.recorder.on();
         zone.counters().add_host(got);
         zone.counters().arena.add(HostDevice {
@@ -379,6 +406,7 @@ impl Arena {
                         device: range.size(),
                     });
                     st.device.add_chunk(range.size());
+                    st.note_growth(range.size());
                     st.traced = zone.inner.recorder.on();
                     zone.inner.labels.count(
                         label,
@@ -464,6 +492,9 @@ impl Arena {
         };
         self.zone.inner.labels.count(self.label, held, false);
         self.label = id;
+        if let Some(e) = &st.entry {
+            e.meta.label.store(id, Ordering::Relaxed);
+        }
         self.zone.inner.labels.count(self.label, held, true);
         Ok(())
     }
@@ -602,6 +633,9 @@ fn arena_event(alloc: bool, location: Location, bytes: u64) -> crate::trace::Eve
 impl Drop for Arena {
     fn drop(&mut self) {
         let st = self.state.get_mut();
+        if let Some(e) = st.entry.take() {
+            self.zone.inner.tracking.registry.remove(e.id);
+        }
         let c = self.zone.counters();
         for range in st.device_chunks.drain(..) {
             self.zone.free_device(range, crate::zone::Use::arena());
@@ -686,17 +720,18 @@ impl<T: Element> Storage<T> for ArenaTensor<'_, T> {
     fn host(&self) -> Option<&[T]> {
         self.host.as_deref()
     }
-    fn device(&self) -> Option<DevicePlace> {
-        self.device
+    fn has_device(&self) -> bool {
+        self.device.is_some()
     }
-    fn parts(&mut self) -> Parts<'_, T> {
-        Parts {
+    fn parts(&mut self) -> Result<Parts<'_, T>> {
+        Ok(Parts {
             zone: &self.arena.zone,
             host: self.host.as_deref_mut(),
             device: self.device,
             state: &mut self.state,
             bound: &mut self.bound,
-        }
+            pin: None,
+        })
     }
     fn ensure_host(&mut self) -> Result<()> {
         if self.host.is_none() {

@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 use ndarray::{ArrayBase, Data, Dimension};
 
@@ -13,7 +14,8 @@ use crate::stats::HostDevice;
 use crate::tier::pinned::PinnedBuffer;
 use crate::tier::sync::{self, check_len, Parts, Storage, SyncState};
 use crate::trace::Tier;
-use crate::zone::{DevicePlace, DeviceRange, Use, Zone};
+use crate::track::{Cell, LeakKind, Meta};
+use crate::zone::{DeviceRange, Use, Zone};
 
 /// A tensor owned by one handle. Its bytes may live on the host, on the
 /// device or both; the tensor knows which copy is current and moves data
@@ -38,6 +40,12 @@ pub struct Tensor<T: Element> {
     zone: Zone,
     shape: Shape,
     host: Option<Box<[T]>>,
+    /// The device range; in a tracking zone, once the tensor has taken its
+    /// registry entry, a ticket (`DeviceRange::ticket`) naming the entry,
+    /// which holds the range so the zone can spill it. The ticket lives in
+    /// this field so the handle keeps the layout the allocation fast path
+    /// was tuned on (a key field of its own cost a third more per pooled
+    /// alloc + free).
     device: Option<DeviceRange>,
     /// The device block's wgpu buffer, looked up on the first `binding` so
     /// that allocation itself touches no buffer handle.
@@ -82,7 +90,11 @@ fn host_vec<T: Element>(len: usize, fill: T) -> Result<Vec<T>> {
 
 impl<T: Element> Tensor<T> {
     fn unplaced(zone: &Zone, shape: Shape) -> Tensor<T> {
-        Tensor::new_handle(zone, shape, true, None)
+        let mut t = Tensor::new_handle(zone, shape, true, None);
+        if zone.inner.tracked {
+            t.register();
+        }
+        t
     }
 
     /// A tensor with no storage yet; `count` says whether to count it as
@@ -106,6 +118,76 @@ impl<T: Element> Tensor<T> {
             bound: None,
             state: SyncState::default(),
             label: 0,
+        }
+    }
+
+    /// In a tracking zone: gives a new tensor a registry entry, which
+    /// takes its device range. Past four billion live entries the tensor
+    /// stays untracked rather than failing.
+    #[cold]
+    #[inline(never)]
+    fn register(&mut self) {
+        let registry = &self.zone.inner.tracking.registry;
+        let Some(cell) = registry.add(Meta {
+            kind: LeakKind::Tensor,
+            shape: (Some(T::DTYPE), self.shape.dims().to_vec()).into(),
+            bytes: self.byte_len().into(),
+            label: Default::default(),
+        }) else {
+            return;
+        };
+        if self.device.is_some() {
+            let mut dev = cell.dev();
+            dev.range = self.device.take();
+            dev.last_use = registry.tick();
+        }
+        self.device = Some(DeviceRange::ticket(cell.id));
+    }
+
+    /// In a tracking zone, takes over the registry entry the pool made for
+    /// this tensor's new range (see `Registry::add_pending`), so the zone
+    /// can spill it from now on.
+    #[inline]
+    fn adopt(&mut self) {
+        if self.track() == 0 && self.zone.inner.tracked {
+            self.adopt_entry();
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn adopt_entry(&mut self) {
+        let Some(range) = &self.device else {
+            return;
+        };
+        let registry = &self.zone.inner.tracking.registry;
+        let Some(cell) = registry.adopt(range.place()) else {
+            return;
+        };
+        *cell.meta.shape.lock().unwrap_or_else(|p| p.into_inner()) =
+            (Some(T::DTYPE), self.shape.dims().to_vec());
+        cell.meta.bytes.store(self.byte_len(), Ordering::Relaxed);
+        let mut dev = cell.dev();
+        dev.range = self.device.take();
+        dev.last_use = registry.tick();
+        drop(dev);
+        self.device = Some(DeviceRange::ticket(cell.id));
+    }
+
+    /// The registry key of a tensor in a tracking zone, else 0.
+    #[inline]
+    fn track(&self) -> u32 {
+        self.device
+            .as_ref()
+            .and_then(DeviceRange::ticket_key)
+            .unwrap_or(0)
+    }
+
+    /// The registry entry of a tensor in a tracking zone.
+    fn cell(&self) -> Option<Arc<Cell>> {
+        match self.track() {
+            0 => None,
+            id => self.zone.inner.tracking.registry.get(id),
         }
     }
 
@@ -137,7 +219,8 @@ impl<T: Element> Tensor<T> {
             Location::Device => {
                 zone.check_fits(bytes)?;
                 // The hot path of pooled allocation: the range comes first,
-                // counting the tensor along with it.
+                // counting the tensor along with it. A tracking zone takes
+                // no fast path: its pool registers the tensor (see `adopt`).
                 let range = zone.alloc_device(bytes, Use::owned(true))?;
                 Ok(Tensor::new_handle(zone, shape, false, Some(range)))
             }
@@ -310,6 +393,27 @@ impl<T: Element> Tensor<T> {
 
     /// Releases the device copy, keeping the host one (made current first).
     pub fn drop_device_copy(&mut self) -> Result<()> {
+        self.adopt();
+        if let Some(cell) = self.cell() {
+            if !Storage::has_device(self) {
+                return Ok(());
+            }
+            sync::sync_host(self)?;
+            self.state.device_current = false;
+            self.state.device_init = false;
+            self.bound = None;
+            let before = self.held();
+            self.zone.release_tracked(&cell, false);
+            let after = self.held();
+            self.label_count(
+                HostDevice {
+                    host: before.host - after.host,
+                    device: before.device - after.device,
+                },
+                false,
+            );
+            return Ok(());
+        }
         if self.device.is_some() {
             sync::sync_host(self)?;
             self.state.device_current = false;
@@ -342,7 +446,7 @@ impl<T: Element> Tensor<T> {
         }
         self.ensure_device()?;
         let len = self.byte_len();
-        let p = self.parts();
+        let p = self.parts()?;
         let place = p.device.ok_or(Error::NoDeviceCopy {
             op: "upload_pinned",
         })?;
@@ -385,6 +489,14 @@ impl<T: Element> Tensor<T> {
         Tensor::copy_of(self)
     }
 
+    /// Takes what the tensor holds off its label's count (on drop; out of
+    /// line, so the unlabeled drop stays small enough to inline).
+    #[cold]
+    #[inline(never)]
+    fn unlabel(&self) {
+        self.label_count(self.held(), false);
+    }
+
     /// Counts `held` for this tensor's label, if it has one.
     #[inline]
     fn label_count(&self, held: HostDevice, add: bool) {
@@ -408,10 +520,18 @@ impl<T: Element> Tensor<T> {
     ///
     /// Errors: [`Error::TooManyLabels`] past 255 distinct labels in a zone.
     pub fn set_label(&mut self, label: &str) -> Result<()> {
+        self.adopt();
         let id = self.zone.inner.labels.id(label)?;
-        let held = self.held();
+        // The device lock keeps a spill from moving bytes between the two
+        // label counts.
+        let cell = self.cell();
+        let _dev = cell.as_ref().map(|c| c.dev());
+        let held = self.held_with(_dev.as_deref());
         self.label_count(held, false);
         self.label = id;
+        if let Some(c) = &cell {
+            c.meta.label.store(id, Ordering::Relaxed);
+        }
         self.label_count(held, true);
         Ok(())
     }
@@ -429,15 +549,32 @@ impl<T: Element> Tensor<T> {
             .flatten()
     }
 
-    /// Bytes this tensor holds: its host copy and its device range.
+    /// Bytes this tensor holds: its host copy and its device range (or,
+    /// spilled, the host bytes that keep the device copy).
     pub(crate) fn held(&self) -> HostDevice {
-        HostDevice {
-            host: if self.host.is_some() {
-                self.byte_len()
-            } else {
-                0
+        match self.cell() {
+            Some(c) => self.held_with(Some(&c.dev())),
+
+            None => self.held_with(None),
+        }
+    }
+
+    /// `held`, with a tracked tensor's device state already locked.
+    fn held_with(&self, dev: Option<&crate::track::DevState>) -> HostDevice {
+        let host = if self.host.is_some() {
+            self.byte_len()
+        } else {
+            0
+        };
+        match dev {
+            Some(d) => HostDevice {
+                host: host + d.saved.as_ref().map_or(0, |s| s.len() as u64),
+                device: d.range.as_ref().map_or(0, DeviceRange::size),
             },
-            device: self.device.as_ref().map_or(0, DeviceRange::size),
+            None => HostDevice {
+                host,
+                device: self.device.as_ref().map_or(0, DeviceRange::size),
+            },
         }
     }
 
@@ -457,7 +594,7 @@ impl<T: Element> Tensor<T> {
             let bytes = src.byte_len();
             Tensor::place(&zone, shape, bytes, v, Location::Host)
         } else {
-            let loc = if src.device().is_some() {
+            let loc = if src.has_device() {
                 Location::Device
             } else {
                 Location::Host
@@ -490,17 +627,47 @@ impl<T: Element> Storage<T> for Tensor<T> {
     fn host(&self) -> Option<&[T]> {
         self.host.as_deref()
     }
-    fn device(&self) -> Option<DevicePlace> {
-        self.device.as_ref().map(DeviceRange::place)
+    fn has_device(&self) -> bool {
+        match self.track() {
+            0 => self.device.is_some(),
+            _ => self.cell().is_some_and(|c| c.dev().exists()),
+        }
     }
-    fn parts(&mut self) -> Parts<'_, T> {
-        Parts {
+    fn parts(&mut self) -> Result<Parts<'_, T>> {
+        self.adopt();
+        let (pin, device) = match self.track() {
+            0 => (None, self.device.as_ref().map(DeviceRange::place)),
+            _ => {
+                let c = self.cell().ok_or(Error::NoDeviceCopy { op: "tracked" })?;
+                let (pin, place) = self.zone.pin_device(&c)?;
+                // A reload may have moved the copy to another block.
+                self.bound = None;
+                (Some(pin), place)
+            }
+        };
+        Ok(Parts {
             zone: &self.zone,
             host: self.host.as_deref_mut(),
-            device: self.device.as_ref().map(DeviceRange::place),
+            device,
             state: &mut self.state,
             bound: &mut self.bound,
-        }
+            pin,
+        })
+    }
+    fn host_from_spill(&mut self) -> bool {
+        let Some(cell) = self.cell() else {
+            return false;
+        };
+        let Some(host) = self.host.as_deref_mut() else {
+            return false;
+        };
+        let dev = cell.dev();
+        let Some(saved) = &dev.saved else {
+            return false;
+        };
+        bytemuck::cast_slice_mut::<T, u8>(host).copy_from_slice(saved);
+        self.state.host_current = true;
+        true
     }
     fn ensure_host(&mut self) -> Result<()> {
         if self.host.is_none() {
@@ -510,6 +677,28 @@ impl<T: Element> Storage<T> for Tensor<T> {
         Ok(())
     }
     fn ensure_device(&mut self) -> Result<()> {
+        self.adopt();
+        if let Some(cell) = self.cell() {
+            let mut dev = cell.dev();
+            if !dev.exists() {
+                let len = self.byte_len();
+                self.zone.check_fits(len)?;
+                // This cell's lock is held: the allocation cannot spill it.
+                let range = self.zone.alloc_device(len, Use::owned(false))?;
+                let size = range.size();
+                dev.range = Some(range);
+                dev.last_use = self.zone.inner.tracking.registry.tick();
+                drop(dev);
+                self.label_count(
+                    HostDevice {
+                        host: 0,
+                        device: size,
+                    },
+                    true,
+                );
+            }
+            return Ok(());
+        }
         if self.device.is_none() {
             let len = self.byte_len();
             self.zone.check_fits(len)?;
@@ -551,7 +740,7 @@ impl<T: Element> Drop for Tensor<T> {
     #[inline(always)]
     fn drop(&mut self) {
         if self.label != 0 {
-            self.label_count(self.held(), false);
+            self.unlabel();
         }
         let c = self.zone.counters();
         if self.host.take().is_some() {
@@ -560,6 +749,7 @@ impl<T: Element> Drop for Tensor<T> {
             self.zone
                 .trace(|| owned_event(false, Location::Host, bytes));
         }
+        // A ticket goes to the pool's locked path, which releases its entry.
         match self.device.take() {
             Some(range) => self.zone.free_device(range, Use::owned(true)),
             None => {

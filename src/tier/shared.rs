@@ -17,7 +17,7 @@ use crate::stats::HostDevice;
 use crate::tier::owned::Tensor;
 use crate::tier::sync::{self, Storage};
 use crate::trace::{Event, Tier};
-use crate::zone::Zone;
+use crate::zone::{WeakZone, Zone};
 
 /// The tensor of a shared handle and the bytes the shared tier's counters
 /// hold for it.
@@ -28,8 +28,9 @@ struct Slot<T: Element> {
     /// What the zone's shared-tier counter holds for this tensor now ...
     counted: HostDevice,
     /// ... in this zone (a tensor put in through `make_mut` may belong to
-    /// another one).
-    zone: Option<Zone>,
+    /// another one). Weak: the tensor keeps its zone alive, and a tracking
+    /// zone counts its tensors' handles to know when the user let go.
+    zone: Option<WeakZone>,
 }
 
 impl<T: Element> Slot<T> {
@@ -43,7 +44,7 @@ impl<T: Element> Slot<T> {
     /// Takes the tensor out of the shared tier.
     fn take(&mut self) -> Option<Tensor<T>> {
         let t = self.tensor.take()?;
-        if let Some(z) = self.zone.take() {
+        if let Some(z) = self.zone.take().and_then(|z| z.upgrade()) {
             account(&z, self.counted, false);
         }
         self.counted = HostDevice::default();
@@ -55,19 +56,19 @@ impl<T: Element> Slot<T> {
 /// `zone`) to what `t` holds now, in `t`'s zone: residency calls, or writes
 /// through `make_mut`, may have added or dropped copies, or replaced the
 /// tensor, since.
-fn recount<T: Element>(t: &Tensor<T>, counted: &mut HostDevice, zone: &mut Option<Zone>) {
+fn recount<T: Element>(t: &Tensor<T>, counted: &mut HostDevice, zone: &mut Option<WeakZone>) {
     let now = t.held();
-    let same_zone = zone.as_ref().is_some_and(|z| z.same_zone(t.zone()));
+    let same_zone = zone.as_ref().is_some_and(|z| z.is(t.zone()));
     if same_zone && now == *counted {
         return;
     }
-    if let Some(z) = zone.as_ref() {
-        account(z, *counted, false);
+    if let Some(z) = zone.as_ref().and_then(WeakZone::upgrade) {
+        account(&z, *counted, false);
     }
     account(t.zone(), now, true);
     *counted = now;
     if !same_zone {
-        *zone = Some(t.zone().clone());
+        *zone = Some(t.zone().downgrade());
     }
 }
 
@@ -105,7 +106,8 @@ struct Shared<T: Element> {
     slot: Mutex<Slot<T>>,
     shape: Shape,
     /// The device block's buffer, looked up on the first `binding`: the
-    /// contents are immutable, so the device copy never moves while shared.
+    /// contents are immutable, so the device copy never moves while shared
+    /// (and a binding keeps it from being spilled).
     bound: OnceLock<wgpu::Buffer>,
 }
 
@@ -116,7 +118,7 @@ impl<T: Element> Shared<T> {
         Shared {
             shape: t.shape().clone(),
             slot: Mutex::new(Slot {
-                zone: Some(t.zone().clone()),
+                zone: Some(t.zone().downgrade()),
                 tensor: Some(t),
                 counted,
             }),
@@ -336,7 +338,13 @@ impl<T: Element> SharedTensor<T> {
                 return Err(Error::NeedsGpu { op: "binding" });
             }
             sync::sync_device(t)?;
-            let place = Storage::device(t).ok_or(Error::NoDeviceCopy { op: "binding" })?;
+            let p = Storage::parts(t)?;
+            if let Some(pin) = &p.pin {
+                // The buffer is cached for the handle's lifetime: the copy
+                // must stay in its block, so it is never spilled again.
+                pin.mark_bound(u64::MAX);
+            }
+            let place = p.device.ok_or(Error::NoDeviceCopy { op: "binding" })?;
             Ok((place, t.byte_len()))
         })?;
         let buffer = match self.inner.bound.get() {
@@ -430,7 +438,7 @@ impl<T: Element> Clone for WeakTensor<T> {
 pub struct SharedMut<'s, T: Element> {
     tensor: &'s mut Tensor<T>,
     counted: &'s mut HostDevice,
-    zone: &'s mut Option<Zone>,
+    zone: &'s mut Option<WeakZone>,
     shape: &'s mut Shape,
 }
 

@@ -48,6 +48,8 @@ pub(crate) struct Parts<'s, T> {
     pub(crate) state: &'s mut SyncState,
     /// The device block's buffer, looked up on the first `binding`.
     pub(crate) bound: &'s mut Option<Box<wgpu::Buffer>>,
+    /// A tracked tensor's device copy, kept from spilling meanwhile.
+    pub(crate) pin: Option<crate::track::Pin>,
 }
 
 /// Where a tier keeps a tensor's bytes.
@@ -57,8 +59,16 @@ pub(crate) trait Storage<T: Element> {
     fn state(&self) -> &SyncState;
     fn has_host(&self) -> bool;
     fn host(&self) -> Option<&[T]>;
-    fn device(&self) -> Option<DevicePlace>;
-    fn parts(&mut self) -> Parts<'_, T>;
+    /// Whether a device copy exists (a spilled one counts).
+    fn has_device(&self) -> bool;
+    /// The parts, with a spilled device copy reloaded first.
+    fn parts(&mut self) -> Result<Parts<'_, T>>;
+    /// Copies a spilled device copy into the host copy, which exists, and
+    /// marks it current: `true` if there was one (a host read then needs
+    /// no reload).
+    fn host_from_spill(&mut self) -> bool {
+        false
+    }
     /// Gives the tensor host storage if it has none (zero-filled).
     fn ensure_host(&mut self) -> Result<()>;
     /// Gives the tensor device storage if it has none (contents unspecified).
@@ -85,7 +95,7 @@ pub(crate) fn residency<T: Element>(s: &impl Storage<T>) -> Residency {
     Residency::of(
         s.has_host(),
         st.host_current,
-        s.device().is_some(),
+        s.has_device(),
         st.device_current,
     )
 }
@@ -98,7 +108,7 @@ pub(crate) fn sync_device<T: Element>(s: &mut impl Storage<T>) -> Result<()> {
     }
     s.ensure_device()?;
     let len = s.byte_len();
-    let p = s.parts();
+    let p = s.parts()?;
     let place = p.device.ok_or(Error::NoDeviceCopy { op: "to_device" })?;
     match (p.host, p.state.host_current) {
         (Some(h), true) => p.zone.upload(place, bytemuck::cast_slice(h))?,
@@ -117,7 +127,10 @@ pub(crate) fn sync_host<T: Element>(s: &mut impl Storage<T>) -> Result<()> {
     }
     let fresh = !s.has_host();
     s.ensure_host()?;
-    let p = s.parts();
+    if s.state().device_current && s.host_from_spill() {
+        return Ok(());
+    }
+    let p = s.parts()?;
     match (p.host, p.device, p.state.device_current) {
         (Some(h), Some(place), true) => p.zone.download(place, bytemuck::cast_slice_mut(h))?,
         (Some(h), _, _) if !fresh => h.fill(T::zeroed()),
@@ -137,7 +150,7 @@ pub(crate) fn as_slice<T: Element>(s: &mut impl Storage<T>) -> Result<&[T]> {
 /// The host elements for writing; the device copy becomes stale.
 pub(crate) fn as_mut_slice<T: Element>(s: &mut impl Storage<T>) -> Result<&mut [T]> {
     sync_host(s)?;
-    let p = s.parts();
+    let p = s.parts()?;
     p.state.device_current = false;
     p.host.ok_or(Error::NoDeviceCopy { op: "as_mut_slice" })
 }
@@ -146,7 +159,7 @@ pub(crate) fn as_mut_slice<T: Element>(s: &mut impl Storage<T>) -> Result<&mut [
 pub(crate) fn write_host<T: Element>(s: &mut impl Storage<T>, data: &[T]) -> Result<()> {
     check_len(s.shape(), data.len())?;
     s.ensure_host()?;
-    let p = s.parts();
+    let p = s.parts()?;
     p.host
         .ok_or(Error::NoDeviceCopy { op: "write_host" })?
         .copy_from_slice(data);
@@ -158,7 +171,7 @@ pub(crate) fn write_host<T: Element>(s: &mut impl Storage<T>, data: &[T]) -> Res
 pub(crate) fn write_device<T: Element>(s: &mut impl Storage<T>, data: &[T]) -> Result<()> {
     check_len(s.shape(), data.len())?;
     s.ensure_device()?;
-    let p = s.parts();
+    let p = s.parts()?;
     let place = p.device.ok_or(Error::NoDeviceCopy { op: "write_device" })?;
     p.zone.upload(place, bytemuck::cast_slice(data))?;
     p.state.device_written();
@@ -168,7 +181,7 @@ pub(crate) fn write_device<T: Element>(s: &mut impl Storage<T>, data: &[T]) -> R
 /// Records a device-side write, clearing never-written device bytes first.
 pub(crate) fn mark_device_written<T: Element>(s: &mut impl Storage<T>) -> Result<()> {
     let len = s.byte_len();
-    let p = s.parts();
+    let p = s.parts()?;
     let place = p.device.ok_or(Error::NoDeviceCopy {
         op: "mark_device_written",
     })?;
@@ -188,8 +201,12 @@ pub(crate) fn binding<T: Element>(s: &mut impl Storage<T>) -> Result<wgpu::Buffe
     }
     sync_device(s)?;
     let size = NonZeroU64::new(crate::backend::copy_len(s.byte_len()));
-    let p = s.parts();
+    let p = s.parts()?;
     let place = p.device.ok_or(Error::NoDeviceCopy { op: "binding" })?;
+    if let Some(pin) = &p.pin {
+        // A kernel may use the copy until the zone next waits for the device.
+        pin.mark_bound(p.zone.inner.tracking.registry.binding_mark());
+    }
     if p.bound.is_none() {
         match p.zone.block_of(place)? {
             crate::backend::DeviceBlock::Gpu(buffer) => *p.bound = Some(Box::new(buffer)),
@@ -224,10 +241,10 @@ pub(crate) fn copy_device<T: Element>(
     sync_device(src)?;
     dst.ensure_device()?;
     let len = dst.byte_len();
-    let from = src
-        .device()
-        .ok_or(Error::NoDeviceCopy { op: "copy_from" })?;
-    let p = dst.parts();
+    // Both copies stay pinned until the copy is queued.
+    let ps = src.parts()?;
+    let from = ps.device.ok_or(Error::NoDeviceCopy { op: "copy_from" })?;
+    let p = dst.parts()?;
     let to = p.device.ok_or(Error::NoDeviceCopy { op: "copy_from" })?;
     p.zone.copy_device(from, to, len)?;
     p.state.device_written();

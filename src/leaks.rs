@@ -1,0 +1,171 @@
+//! The leak report of tracked zones: what is still alive, on demand and
+//! when the zone's last handle outside its tensors and arenas is dropped.
+
+use std::fmt::Write as _;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use crate::track::{Leak, LeakKind, Meta};
+use crate::zone::{LeakHook, Zone};
+
+impl Zone {
+    /// The tensors (owned and shared) and arenas alive now, oldest first,
+    /// with label, dtype, shape and bytes. Empty unless the zone tracks
+    /// them ([`crate::ZoneBuilder::track_tensors`] or a device budget).
+    ///
+    /// ```
+    /// use tensorzone::{BackendChoice, LeakKind, Location, Tensor, Zone};
+    /// let zone = Zone::builder().backend(BackendChoice::Cpu).track_tensors(true).build().unwrap();
+    /// let t = Tensor::<f32>::zeros(&zone, [2, 3], Location::Device).unwrap().with_label("cache").unwrap();
+    /// let leaks = zone.leaks();
+    /// assert_eq!(leaks.len(), 1);
+    /// assert_eq!((leaks[0].kind, leaks[0].label.as_deref(), leaks[0].bytes), (LeakKind::Tensor, Some("cache"), 24));
+    /// drop(t);
+    /// assert!(zone.leaks().is_empty());
+    /// ```
+    pub fn leaks(&self) -> Vec<Leak> {
+        self.inner
+            .tracking
+            .registry
+            .live()
+            .iter()
+            .map(|cell| self.leak_of(&cell.meta))
+            .collect()
+    }
+
+    fn leak_of(&self, m: &Meta) -> Leak {
+        let label = m.label.load(Ordering::Relaxed);
+        let (dtype, dims) = m.shape.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        Leak {
+            kind: m.kind,
+            label: (label != 0)
+                .then(|| self.inner.labels.name(label))
+                .flatten(),
+            dtype,
+            dims,
+            bytes: m.bytes.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Sets what runs when a tracked zone's last handle is dropped while
+    /// tensors or arenas are alive: it gets the zone's label and
+    /// [`Zone::leaks`]. Without a hook the report goes to stderr.
+    ///
+    /// ```
+    /// use std::sync::{Arc, Mutex};
+    /// use tensorzone::{BackendChoice, Location, Tensor, Zone};
+    /// let zone = Zone::builder().backend(BackendChoice::Cpu).track_tensors(true).build().unwrap();
+    /// let seen = Arc::new(Mutex::new(Vec::new()));
+    /// let sink = Arc::clone(&seen);
+    /// zone.set_leak_hook(Box::new(move |_zone, leaks| sink.lock().unwrap().extend_from_slice(leaks)));
+    /// let t = Tensor::<u8>::zeros(&zone, [16], Location::Host).unwrap();
+    /// drop(zone); // `t` is still alive: reported
+    /// assert_eq!(seen.lock().unwrap()[0].bytes, 16);
+    /// # drop(t);
+    /// ```
+    pub fn set_leak_hook(&self, hook: LeakHook) {
+        *self
+            .inner
+            .tracking
+            .leak_hook
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(hook);
+    }
+
+    /// Runs the leak report if this handle is the last one outside the
+    /// zone's tensors and arenas (each holds one) and some are alive.
+    #[cold]
+    fn report_leaks_if_last(&self) {
+        let live = self.inner.tracking.registry.len();
+        // This handle and one per tracked tensor or arena: no other handle
+        // is left. A pinned buffer also holds a handle, so a zone dropped
+        // while one is alive reports nothing.
+        if live == 0 || Arc::strong_count(&self.inner) != live + 1 {
+            return;
+        }
+        if self
+            .inner
+            .tracking
+            .leaks_reported
+            .swap(true, Ordering::AcqRel)
+        {
+            return;
+        }
+        let leaks = self.leaks();
+        let hook = self
+            .inner
+            .tracking
+            .leak_hook
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        match hook.as_ref() {
+            Some(h) => h(self.label(), &leaks),
+            None => eprint!("{}", leak_text(self.label(), &leaks)),
+        }
+    }
+}
+
+/// The default report: one line per leak.
+fn leak_text(zone: &str, leaks: &[Leak]) -> String {
+    let total: u64 = leaks.iter().map(|l| l.bytes).sum();
+    let mut out = format!(
+        "tensorzone: zone {zone:?} dropped with {} live allocations ({total} bytes):\n",
+        leaks.len()
+    );
+    for l in leaks {
+        let what = match l.kind {
+            LeakKind::Tensor => "tensor",
+            LeakKind::Arena => "arena",
+        };
+        let _ = writeln!(
+            out,
+            "  {what} {} {} {:?}: {} bytes",
+            l.label.as_deref().unwrap_or("(no label)"),
+            l.dtype.map_or_else(String::new, |d| d.to_string()),
+            l.dims,
+            l.bytes
+        );
+    }
+    out
+}
+
+impl Drop for Zone {
+    #[inline(always)]
+    fn drop(&mut self) {
+        if self.inner.tracked {
+            self.report_leaks_if_last();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::DType;
+
+    #[test]
+    fn the_default_report_names_each_leak() {
+        let leaks = [
+            Leak {
+                kind: LeakKind::Tensor,
+                label: Some("weights".into()),
+                dtype: Some(DType::F32),
+                dims: vec![2, 3],
+                bytes: 24,
+            },
+            Leak {
+                kind: LeakKind::Arena,
+                label: None,
+                dtype: None,
+                dims: vec![],
+                bytes: 4096,
+            },
+        ];
+        let text = leak_text("z", &leaks);
+        assert_eq!(
+            text,
+            "tensorzone: zone \"z\" dropped with 2 live allocations (4120 bytes):\n  \
+             tensor weights f32 [2, 3]: 24 bytes\n  arena (no label)  []: 4096 bytes\n"
+        );
+    }
+}

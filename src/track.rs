@@ -1,0 +1,321 @@
+//! Tensors and arenas a zone tracks one by one.
+//!
+//! A zone with a device budget or with tracking turned on
+//! ([`crate::ZoneBuilder::device_budget`], [`crate::ZoneBuilder::track_tensors`])
+//! gives each owned or shared tensor a [`Cell`] and each arena an entry
+//! here. The cell holds the tensor's device range, so the zone can spill
+//! it to the host under memory pressure and the tensor reloads it on its
+//! next device use; the entries feed [`crate::Zone::leaks`].
+//!
+//! Zones without either keep no entries: their tensors hold their ranges
+//! themselves and their allocations stay on the per-thread fast path.
+
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use crate::dtype::DType;
+use std::collections::HashMap;
+
+use crate::zone::{DevicePlace, DeviceRange};
+
+/// What a tracked entry stands for.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum LeakKind {
+    /// An owned [`crate::Tensor`].
+    Tensor,
+    /// An [`crate::Arena`] (its tensors borrow it, so it stands for them).
+    Arena,
+}
+
+/// One tensor or arena still alive, from [`crate::Zone::leaks`] or the
+/// report made when a tracked zone's last handle is dropped.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Leak {
+    /// Tensor or arena.
+    pub kind: LeakKind,
+    /// Its label, if it has one.
+    pub label: Option<String>,
+    /// The element type (`None` for an arena).
+    pub dtype: Option<DType>,
+    /// The shape (empty for an arena).
+    pub dims: Vec<usize>,
+    /// Bytes: a tensor's element bytes, an arena's capacity.
+    pub bytes: u64,
+}
+
+/// What the registry keeps for a leak report.
+pub(crate) struct Meta {
+    pub(crate) kind: LeakKind,
+    /// Element type and dims (`None` and empty for an arena; also for a
+    /// device tensor made with `empty` until its first use, see
+    /// `Registry::add_pending`).
+    pub(crate) shape: Mutex<(Option<DType>, Vec<usize>)>,
+    /// A tensor's element bytes; an arena's chunks, growing with it.
+    pub(crate) bytes: AtomicU64,
+    /// Label id in the zone's table, changed by `set_label`.
+    pub(crate) label: AtomicU8,
+}
+
+/// A tracked entry: its metadata, and for a tensor the device copy the
+/// zone may spill.
+pub(crate) struct Cell {
+    /// The registry key (never 0).
+    pub(crate) id: u32,
+    /// Creation order, for reports.
+    seq: u64,
+    pub(crate) meta: Meta,
+    pub(crate) dev: Mutex<DevState>,
+    /// Operations under way that use the device range (see [`Pin`]).
+    busy: AtomicU32,
+}
+
+/// Where a tracked tensor's device copy is.
+#[derive(Default)]
+pub(crate) struct DevState {
+    /// The range, while resident.
+    pub(crate) range: Option<DeviceRange>,
+    /// The device copy's bytes, while spilled to the host.
+    pub(crate) saved: Option<Vec<u8>>,
+    /// The registry clock at the last device use (least recent spills first).
+    pub(crate) last_use: u64,
+    /// The registry's wait count when a binding was last taken: until the
+    /// zone has waited for the device since, a kernel may use the range.
+    pub(crate) bound_at: Option<u64>,
+}
+
+impl DevState {
+    /// Whether the tensor has a device copy, resident or spilled.
+    pub(crate) fn exists(&self) -> bool {
+        self.range.is_some() || self.saved.is_some()
+    }
+}
+
+impl Cell {
+    /// The device state, whatever a panicking holder left (every change to
+    /// it is one assignment).
+    pub(crate) fn dev(&self) -> MutexGuard<'_, DevState> {
+        self.dev.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The device state if nobody holds it now.
+    fn try_dev(&self) -> Option<MutexGuard<'_, DevState>> {
+        match self.dev.try_lock() {
+            Ok(g) => Some(g),
+            Err(std::sync::TryLockError::Poisoned(p)) => Some(p.into_inner()),
+            Err(std::sync::TryLockError::WouldBlock) => None,
+        }
+    }
+}
+
+/// Keeps a tracked tensor's device range from being spilled while an
+/// operation uses it.
+pub(crate) struct Pin {
+    cell: Arc<Cell>,
+}
+
+impl Pin {
+    /// Counts an operation; the caller holds the cell's device lock.
+    pub(crate) fn new(cell: &Arc<Cell>) -> Pin {
+        cell.busy.fetch_add(1, Ordering::Acquire);
+        Pin {
+            cell: Arc::clone(cell),
+        }
+    }
+}
+
+impl Pin {
+    /// Records a binding taken at `mark` ([`Registry::binding_mark`]).
+    pub(crate) fn mark_bound(&self, mark: u64) {
+        let mut dev = self.cell.dev();
+        dev.bound_at = dev.bound_at.max(Some(mark));
+    }
+}
+
+impl Drop for Pin {
+    fn drop(&mut self) {
+        self.cell.busy.fetch_sub(1, Ordering::Release);
+    }
+}
+
+/// A spill candidate, taken out of its tensor.
+pub(crate) struct Victim {
+    pub(crate) cell: Arc<Cell>,
+}
+
+/// The registry's slots. Strong: an entry lives until its tensor or arena
+/// removes it, so a forgotten tensor stays in the leak report.
+#[derive(Default)]
+struct Entries {
+    slots: Vec<Option<Arc<Cell>>>,
+    free: Vec<usize>,
+    live: usize,
+    /// Entries the pool made for new device tensors, by their range, until
+    /// each tensor takes its entry over on first use (see `add_pending`).
+    pending: HashMap<DevicePlace, u32>,
+}
+
+/// The zone's tracked entries.
+#[derive(Default)]
+pub(crate) struct Registry {
+    entries: Mutex<Entries>,
+    next: AtomicU64,
+    /// Ticks on every device use of a tracked tensor.
+    clock: AtomicU64,
+    /// Waits for the device that have started / the newest start whose
+    /// wait has ended.
+    waits_started: AtomicU64,
+    waits_done: AtomicU64,
+}
+
+impl Registry {
+    fn entries(&self) -> MutexGuard<'_, Entries> {
+        self.entries.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Registers a new entry; [`Registry::remove`] with its id forgets it.
+    /// `None` only past `u32::MAX - 1` live entries.
+    pub(crate) fn add(&self, meta: Meta) -> Option<Arc<Cell>> {
+        let seq = self.next.fetch_add(1, Ordering::Relaxed);
+        let mut e = self.entries();
+        let index = match e.free.pop() {
+            Some(i) => i,
+            None => {
+                e.slots.push(None);
+                e.slots.len() - 1
+            }
+        };
+        let Ok(id) = u32::try_from(index + 1) else {
+            e.free.push(index);
+            return None;
+        };
+        let cell = Arc::new(Cell {
+            id,
+            seq,
+            meta,
+            dev: Mutex::new(DevState::default()),
+            busy: AtomicU32::new(0),
+        });
+        e.slots[index] = Some(Arc::clone(&cell));
+        e.live += 1;
+        Some(cell)
+    }
+
+    /// An entry for a tensor the pool has just given the range at `place`
+    /// (the allocation fast path builds the handle with no registry work;
+    /// the tensor takes the entry over, with its range, on first use).
+    ///
+    /// It knows the range's reserved bytes only: passing the shape or the
+    /// dtype down costs the fast path instructions of its own. The tensor
+    /// fills them in when it takes the entry over.
+    pub(crate) fn add_pending(&self, reserved: u64, place: DevicePlace) {
+        let Some(cell) = self.add(Meta {
+            kind: LeakKind::Tensor,
+            shape: Default::default(),
+            bytes: reserved.into(),
+            label: Default::default(),
+        }) else {
+            return;
+        };
+        self.entries().pending.insert(place, cell.id);
+    }
+
+    /// The pending entry of the tensor whose range is at `place`.
+    pub(crate) fn adopt(&self, place: DevicePlace) -> Option<Arc<Cell>> {
+        let mut e = self.entries();
+        let id = e.pending.remove(&place)?;
+        e.slots.get(id as usize - 1)?.clone()
+    }
+
+    /// Removes the pending entry of a tensor dropped before its first use.
+    pub(crate) fn drop_pending(&self, place: DevicePlace) {
+        let id = self.entries().pending.remove(&place);
+        if let Some(id) = id {
+            self.remove(id);
+        }
+    }
+
+    /// The entry `id`, while its tensor or arena lives.
+    pub(crate) fn get(&self, id: u32) -> Option<Arc<Cell>> {
+        let e = self.entries();
+        e.slots.get(id as usize - 1)?.clone()
+    }
+
+    /// Forgets an entry (its tensor or arena is gone), handing it back.
+    pub(crate) fn remove(&self, id: u32) -> Option<Arc<Cell>> {
+        let mut e = self.entries();
+        let index = id as usize - 1;
+        let cell = e.slots.get_mut(index)?.take()?;
+        e.free.push(index);
+        e.live -= 1;
+        Some(cell)
+    }
+
+    /// Live entries, oldest first.
+    pub(crate) fn live(&self) -> Vec<Arc<Cell>> {
+        let mut v: Vec<Arc<Cell>> = self.entries().slots.iter().flatten().cloned().collect();
+        v.sort_by_key(|c| c.seq);
+        v
+    }
+
+    /// Live entries.
+    pub(crate) fn len(&self) -> usize {
+        self.entries().live
+    }
+
+    /// A new clock value for a device use.
+    pub(crate) fn tick(&self) -> u64 {
+        self.clock.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// Marks the start of a wait for the device; pass the value to
+    /// [`Registry::wait_done`] when it ends.
+    pub(crate) fn wait_start(&self) -> u64 {
+        self.waits_started.fetch_add(1, Ordering::AcqRel) + 1
+    }
+
+    /// Every kernel submitted before wait `n` started has finished.
+    pub(crate) fn wait_done(&self, n: u64) {
+        self.waits_done.fetch_max(n, Ordering::AcqRel);
+    }
+
+    /// The value a binding records (see [`DevState::bound_at`]).
+    pub(crate) fn binding_mark(&self) -> u64 {
+        self.waits_started.load(Ordering::Acquire)
+    }
+
+    /// Resident device copies no operation, and no kernel that may still
+    /// run, uses: least recently used first. Each comes back with its
+    /// device lock held.
+    pub(crate) fn spill_candidates(&self) -> Vec<Victim> {
+        let done = self.waits_done.load(Ordering::Acquire);
+        let mut found: Vec<(u64, Victim)> = self
+            .live()
+            .into_iter()
+            .filter_map(|cell| {
+                let last = {
+                    let d = cell.try_dev()?;
+                    let spillable = d.range.is_some()
+                        && cell.busy.load(Ordering::Acquire) == 0
+                        && d.bound_at.is_none_or(|b| b < done);
+                    spillable.then_some(d.last_use)?
+                };
+                Some((last, Victim { cell }))
+            })
+            .collect();
+        found.sort_by_key(|(last, _)| *last);
+        found.into_iter().map(|(_, v)| v).collect()
+    }
+}
+
+impl Victim {
+    /// The device state, if the candidate can still be spilled (no
+    /// operation has started on it since it was chosen).
+    pub(crate) fn lock_if_idle(&self, done: &Registry) -> Option<MutexGuard<'_, DevState>> {
+        let d = self.cell.try_dev()?;
+        let finished = done.waits_done.load(Ordering::Acquire);
+        let ok = d.range.is_some()
+            && self.cell.busy.load(Ordering::Acquire) == 0
+            && d.bound_at.is_none_or(|b| b < finished);
+        ok.then_some(d)
+    }
+}

@@ -1,0 +1,242 @@
+//! The device budget: spill to the host, reload on the next device use,
+//! and the out-of-memory error when nothing can be spilled. Every test runs
+//! on each backend.
+
+mod common;
+
+use tensorzone::{Error, Event, Location, Tensor, Zone};
+
+const KIB: u64 = 1024;
+/// One 1 MiB slab is the whole budget.
+const BUDGET: u64 = 1024 * KIB;
+/// 128 KiB tensors: eight fill the budget.
+const LEN: usize = 32 * 1024;
+
+fn budget_zones() -> Vec<Zone> {
+    common::zones_with(Zone::builder().slab_size(BUDGET).device_budget(BUDGET))
+}
+
+/// Tensor `i`'s contents: distinct per tensor and element.
+fn pattern(i: usize) -> Vec<u32> {
+    (0..LEN as u32)
+        .map(|k| k * 31 + i as u32 * 1_000_003)
+        .collect()
+}
+
+/// A device-only tensor holding `pattern(i)`.
+fn device_tensor(zone: &Zone, i: usize) -> Tensor<u32> {
+    let mut t = Tensor::empty(zone, [LEN], Location::Device).unwrap();
+    t.write_device(&pattern(i)).unwrap();
+    t
+}
+
+#[test]
+fn twice_the_budget_spills_and_reloads_with_exact_contents() {
+    for zone in budget_zones() {
+        let bytes = (LEN * 4) as u64;
+        let mut ts: Vec<Tensor<u32>> = (0..16).map(|i| device_tensor(&zone, i)).collect();
+        let s = zone.stats();
+        // The pool stays in its one slab (the GPU backend's scratch buffer
+        // for copies within a slab is outside the budget).
+        assert_eq!((s.device_slabs, s.device_dedicated_blocks), (1, 0), "{s}");
+        // Eight fit; making the other eight spilled eight, oldest first.
+        assert_eq!(s.spills.calls, 8, "{s}");
+        assert_eq!(s.spills.bytes, 8 * bytes);
+        assert_eq!(s.spilled_held_bytes, 8 * bytes);
+        assert_eq!(s.reloads.calls, 0);
+        // Live bytes still count every tensor: spilled ones on the host.
+        assert_eq!(s.device_live_bytes, 8 * bytes);
+        assert_eq!(s.host_live_bytes, 8 * bytes);
+
+        // A device use of each tensor, oldest first: each spilled one comes
+        // back (spilling the least recently used resident one), and a
+        // device-to-device copy shows its exact bytes.
+        for (i, t) in ts.iter_mut().enumerate() {
+            let mut copy = Tensor::<u32>::empty(&zone, [LEN], Location::Device).unwrap();
+            copy.copy_from(t).unwrap();
+            assert_eq!(copy.to_vec().unwrap(), pattern(i), "tensor {i}");
+        }
+        let s = zone.stats();
+        assert!(s.reloads.calls >= 8, "{s}");
+        assert_eq!(s.reloads.bytes, s.reloads.calls * bytes);
+        assert_eq!((s.device_slabs, s.device_dedicated_blocks), (1, 0), "{s}");
+
+        // Host reads of spilled tensors copy the saved bytes: no reload.
+        let reloads = s.reloads.calls;
+        for (i, t) in ts.iter_mut().enumerate() {
+            assert_eq!(t.to_vec().unwrap(), pattern(i), "tensor {i}");
+        }
+        assert_eq!(zone.stats().reloads.calls, reloads);
+
+        drop(ts);
+        let s = zone.stats();
+        assert_eq!(
+            (
+                s.tensors_live,
+                s.device_live_bytes,
+                s.host_live_bytes,
+                s.spilled_held_bytes
+            ),
+            (0, 0, 0, 0),
+            "{s}"
+        );
+    }
+}
+
+#[test]
+fn a_write_to_a_spilled_tensor_reloads_it_first() {
+    for zone in budget_zones() {
+        let mut ts: Vec<Tensor<u32>> = (0..9).map(|i| device_tensor(&zone, i)).collect();
+        assert_eq!(zone.stats().spills.calls, 1);
+        // Tensor 0 was spilled; writing its device copy brings it back.
+        ts[0].write_device(&pattern(100)).unwrap();
+        assert_eq!(zone.stats().reloads.calls, 1);
+        assert_eq!(ts[0].to_vec().unwrap(), pattern(100));
+        for (i, t) in ts.iter_mut().enumerate().skip(1) {
+            assert_eq!(t.to_vec().unwrap(), pattern(i), "tensor {i}");
+        }
+    }
+}
+
+#[test]
+fn dropping_a_spilled_tensor_or_its_device_copy_frees_the_saved_bytes() {
+    for zone in budget_zones() {
+        let mut ts: Vec<Tensor<u32>> = (0..10).map(|i| device_tensor(&zone, i)).collect();
+        let bytes = (LEN * 4) as u64;
+        assert_eq!(zone.stats().spilled_held_bytes, 2 * bytes);
+        // Spilled tensor 1 keeps its data on the host when its device copy goes.
+        ts[1].drop_device_copy().unwrap();
+        assert_eq!(ts[1].to_vec().unwrap(), pattern(1));
+        assert!(ts[1].residency().device == tensorzone::CopyState::Absent);
+        drop(ts.remove(0));
+        let s = zone.stats();
+        assert_eq!(s.spilled_held_bytes, 0, "{s}");
+        assert_eq!(s.host_live_bytes, bytes, "{s}"); // tensor 1's host copy
+        assert_eq!(s.tensors_live, 9);
+    }
+}
+
+#[test]
+fn arena_tensors_are_never_spilled_and_the_error_says_why() {
+    for zone in budget_zones() {
+        let mut owned = device_tensor(&zone, 0).with_label("small owned").unwrap();
+        // Three arenas of one 256 KiB slab chunk each.
+        let mut arenas: Vec<_> = (0..3)
+            .map(|_| {
+                let mut a = zone.arena_with_capacity(256 * KIB);
+                a.set_label("frame").unwrap();
+                a
+            })
+            .collect();
+        let frame = arenas[0]
+            .from_slice([LEN], &pattern(1), Location::Device)
+            .unwrap();
+        for a in &arenas[1..] {
+            a.zeros::<u32>([LEN], Location::Device).unwrap();
+        }
+        // 768 KiB of arena and 128 KiB owned: a 256 KiB tensor needs the
+        // owned one spilled, and still does not fit.
+        let before = zone.stats();
+        assert_eq!(before.spills.calls, 0, "{before}");
+        let err = Tensor::<u32>::empty(&zone, [2 * LEN], Location::Device).unwrap_err();
+        match &err {
+            Error::OutOfMemory {
+                limit,
+                live,
+                detail,
+                ..
+            } => {
+                assert_eq!(*limit, Some(BUDGET));
+                assert_eq!(*live, 768 * KIB, "{err}");
+                assert!(detail.contains("\"frame\""), "{detail}");
+            }
+            e => panic!("expected OutOfMemory, got {e:?}"),
+        }
+        let text = err.to_string();
+        assert!(text.contains("1048576"), "{text}");
+        // The owned tensor was spilled trying; nothing is lost.
+        let s = zone.stats();
+        assert_eq!(s.spills.calls, before.spills.calls + 1, "{s}");
+        let mut frame = frame;
+        assert_eq!(frame.to_vec().unwrap(), pattern(1));
+        assert_eq!(owned.to_vec().unwrap(), pattern(0));
+        drop(frame);
+        arenas.clear();
+        // With the arena gone the same request fits.
+        let t = Tensor::<u32>::empty(&zone, [2 * LEN], Location::Device).unwrap();
+        drop(t);
+    }
+}
+
+#[test]
+fn shared_tensors_spill_and_reload_too() {
+    for zone in budget_zones() {
+        let weights = device_tensor(&zone, 7).into_shared();
+        let mut others: Vec<Tensor<u32>> = (0..8).map(|i| device_tensor(&zone, i)).collect();
+        assert_eq!(zone.stats().spills.calls, 1);
+        assert_eq!(weights.to_vec().unwrap(), pattern(7));
+        // A device use of the shared tensor reloads it.
+        let mut copy = weights.to_owned_tensor().unwrap();
+        assert_eq!(copy.to_vec().unwrap(), pattern(7));
+        assert!(zone.stats().reloads.calls >= 1);
+        for (i, t) in others.iter_mut().enumerate() {
+            assert_eq!(t.to_vec().unwrap(), pattern(i), "tensor {i}");
+        }
+    }
+}
+
+#[test]
+fn a_bound_tensor_waits_for_the_device_before_it_can_spill() {
+    let Some(zone) = common::gpu_zone_with(Zone::builder().slab_size(BUDGET).device_budget(BUDGET))
+    else {
+        return;
+    };
+    let mut bound = device_tensor(&zone, 0);
+    bound.binding().unwrap();
+    // Seven more fill the budget; the ninth must spill, and the bound
+    // (least recently used) tensor is skipped: the next one goes.
+    let mut ts: Vec<Tensor<u32>> = (1..9).map(|i| device_tensor(&zone, i)).collect();
+    assert_eq!(zone.stats().spills.calls, 1);
+    assert_eq!(zone.stats().reloads.calls, 0);
+    let mut copy = Tensor::<u32>::empty(&zone, [LEN], Location::Device).unwrap();
+    // Tensor 1 was spilled (copying from it reloads it), not the bound one.
+    copy.copy_from(&mut ts[0]).unwrap();
+    assert_eq!(zone.stats().reloads.calls, 1);
+    assert_eq!(copy.to_vec().unwrap(), pattern(1));
+    drop(copy);
+    // After a wait for the device, the bound tensor may go.
+    zone.synchronize().unwrap();
+    let spills = zone.stats().spills.calls;
+    let _more: Vec<Tensor<u32>> = (9..11).map(|i| device_tensor(&zone, i)).collect();
+    assert!(zone.stats().spills.calls > spills);
+    assert_eq!(bound.to_vec().unwrap(), pattern(0));
+    for (i, t) in ts.iter_mut().enumerate() {
+        assert_eq!(t.to_vec().unwrap(), pattern(i + 1), "tensor {}", i + 1);
+    }
+}
+
+#[test]
+fn spills_and_reloads_are_traced() {
+    for zone in budget_zones() {
+        zone.start_trace();
+        let mut ts: Vec<Tensor<u32>> = (0..9).map(|i| device_tensor(&zone, i)).collect();
+        let mut copy = Tensor::<u32>::empty(&zone, [LEN], Location::Device).unwrap();
+        copy.copy_from(&mut ts[0]).unwrap();
+        let trace = zone.stop_trace();
+        let bytes = (LEN * 4) as u64;
+        let count = |want: &Event| trace.events().iter().filter(|e| &e.event == want).count();
+        // Tensor 0 for the ninth, tensor 1 for `copy`, tensor 2 for
+        // tensor 0's reload.
+        assert_eq!(count(&Event::Spill { bytes }), 3);
+        assert_eq!(count(&Event::Reload { bytes }), 1);
+        let json: serde_json::Value = serde_json::from_str(&trace.to_chrome_json()).unwrap();
+        let names: Vec<&str> = json["traceEvents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|e| e["name"].as_str())
+            .collect();
+        assert_eq!(names.iter().filter(|n| **n == "spill").count(), 3);
+        assert_eq!(names.iter().filter(|n| **n == "reload").count(), 1);
+    }
+}

@@ -1,0 +1,125 @@
+//! The leak report of tracking zones: `zone.leaks()` and the hook that runs
+//! when the zone's last handle is dropped with tensors or arenas alive.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+
+use tensorzone::{DType, Leak, LeakKind, Location, Tensor, Zone};
+
+fn tracking_zones() -> Vec<Zone> {
+    common::zones_with(Zone::builder().label("leaky").track_tensors(true))
+}
+
+type Seen = Arc<Mutex<Vec<(String, Vec<Leak>)>>>;
+
+fn hook(zone: &Zone) -> Seen {
+    let seen: Seen = Arc::default();
+    let sink = Arc::clone(&seen);
+    zone.set_leak_hook(Box::new(move |name, leaks| {
+        sink.lock()
+            .unwrap()
+            .push((name.to_string(), leaks.to_vec()))
+    }));
+    seen
+}
+
+#[test]
+fn leaks_lists_every_live_tensor_shared_tensor_and_arena() {
+    for zone in tracking_zones() {
+        let a = Tensor::<f32>::zeros(&zone, [2, 3], Location::Device)
+            .unwrap()
+            .with_label("activations")
+            .unwrap();
+        let w = Tensor::<u8>::zeros(&zone, [5], Location::Host)
+            .unwrap()
+            .into_shared();
+        let mut arena = zone.arena_with_capacity(4096);
+        arena.set_label("frame").unwrap();
+        arena.zeros::<u32>([4], Location::Device).unwrap();
+        let leaks = zone.leaks();
+        assert_eq!(
+            leaks,
+            vec![
+                Leak {
+                    kind: LeakKind::Tensor,
+                    label: Some("activations".into()),
+                    dtype: Some(DType::F32),
+                    dims: vec![2, 3],
+                    bytes: 24,
+                },
+                Leak {
+                    kind: LeakKind::Tensor,
+                    label: None,
+                    dtype: Some(DType::U8),
+                    dims: vec![5],
+                    bytes: 5,
+                },
+                Leak {
+                    kind: LeakKind::Arena,
+                    label: Some("frame".into()),
+                    dtype: None,
+                    dims: vec![],
+                    bytes: zone.stats().tiers.arena.device,
+                },
+            ]
+        );
+        drop((a, w, arena));
+        assert_eq!(zone.leaks(), vec![]);
+    }
+}
+
+#[test]
+fn dropping_the_zone_reports_what_is_alive_once() {
+    for zone in tracking_zones() {
+        let seen = hook(&zone);
+        let keep = Tensor::<u32>::zeros(&zone, [8], Location::Device)
+            .unwrap()
+            .with_label("cache")
+            .unwrap();
+        let shared = Tensor::<u32>::zeros(&zone, [2], Location::Device)
+            .unwrap()
+            .into_shared();
+        let shared2 = shared.clone();
+        let gone = Tensor::<u32>::zeros(&zone, [4], Location::Host).unwrap();
+        drop(gone);
+        let other_handle = zone.clone();
+        drop(zone);
+        // Another handle is alive: no report yet.
+        assert!(seen.lock().unwrap().is_empty());
+        drop(other_handle);
+        {
+            let seen = seen.lock().unwrap();
+            assert_eq!(seen.len(), 1);
+            let (name, leaks) = &seen[0];
+            assert_eq!(name, "leaky");
+            let summary: Vec<(Option<&str>, u64)> = leaks
+                .iter()
+                .map(|l| (l.label.as_deref(), l.bytes))
+                .collect();
+            assert_eq!(summary, vec![(Some("cache"), 32), (None, 8)]);
+        }
+        // Dropping what leaked afterwards reports nothing more.
+        drop((keep, shared, shared2));
+        assert_eq!(seen.lock().unwrap().len(), 1);
+    }
+}
+
+#[test]
+fn a_zone_dropped_with_nothing_alive_reports_nothing() {
+    for zone in tracking_zones() {
+        let seen = hook(&zone);
+        let t = Tensor::<u32>::zeros(&zone, [8], Location::Device).unwrap();
+        drop(t);
+        drop(zone);
+        assert!(seen.lock().unwrap().is_empty());
+    }
+}
+
+#[test]
+fn zones_that_do_not_track_list_nothing() {
+    for zone in common::zones() {
+        let _t = Tensor::<u32>::zeros(&zone, [8], Location::Device).unwrap();
+        assert!(zone.leaks().is_empty());
+    }
+}
