@@ -47,6 +47,12 @@ impl Zone {
         }
     }
 
+    /// Whether the zone keeps an entry per tensor and arena
+    /// ([`crate::ZoneBuilder::track_tensors`], or a device budget).
+    pub fn tracks_tensors(&self) -> bool {
+        self.inner.tracked
+    }
+
     /// Sets what runs when a tracked zone's last handle is dropped while
     /// tensors or arenas are alive: it gets the zone's label and
     /// [`Zone::leaks`]. Without a hook the report goes to stderr.

@@ -23,7 +23,7 @@ pub use dtype::{DType, Element};
 pub use error::{Error, Result};
 pub use residency::{CopyState, Location, Residency};
 pub use shape::{IntoShape, Shape};
-pub use stats::{HostDevice, Rates, TierUsage, Transfers, ZoneStats};
+pub use stats::{DTypeUsage, HostDevice, Rates, TierUsage, Transfers, ZoneStats};
 pub use tier::arena::{Arena, ArenaTensor};
 pub use tier::owned::Tensor;
 pub use tier::pinned::PinnedBuffer;

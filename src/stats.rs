@@ -254,6 +254,24 @@ pub struct ZoneStats {
     /// Live bytes by label (tensors' and arenas'), largest device holders
     /// first; labels holding nothing are left out.
     pub by_label: Vec<(String, HostDevice)>,
+    /// Live owned and shared tensors by element type, most bytes first.
+    /// Filled in zones that track tensors
+    /// ([`crate::ZoneBuilder::track_tensors`]); empty otherwise, where the
+    /// allocation fast path keeps no per-tensor record. A device tensor
+    /// made with `Tensor::empty` is counted from its first use.
+    pub by_dtype: Vec<DTypeUsage>,
+}
+
+/// Live tensors of one element type, from [`ZoneStats::by_dtype`].
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct DTypeUsage {
+    /// The element type.
+    pub dtype: crate::DType,
+    /// Live tensors of it.
+    pub tensors: u64,
+    /// Their element bytes (shape × element size, whichever side holds
+    /// them).
+    pub bytes: u64,
 }
 
 impl ZoneStats {
@@ -363,6 +381,17 @@ impl fmt::Display for ZoneStats {
         ];
         for (name, value) in &rows {
             writeln!(f, "{name:<34}{value:>26}")?;
+        }
+        if !self.by_dtype.is_empty() {
+            writeln!(f, "{:<34}{:>26}", "dtype: tensors / bytes", "")?;
+            for d in &self.by_dtype {
+                writeln!(
+                    f,
+                    "{:<34}{:>26}",
+                    format!("  {}", d.dtype),
+                    format!("{} / {}", d.tensors, bytes(d.bytes))
+                )?;
+            }
         }
         if !self.by_label.is_empty() {
             writeln!(f, "{:<34}{:>26}", "label: host / device", "")?;

@@ -257,6 +257,30 @@ impl Registry {
         v
     }
 
+    /// Live tensors and their element bytes by dtype, most bytes first.
+    pub(crate) fn by_dtype(&self) -> Vec<crate::DTypeUsage> {
+        let mut out: Vec<crate::DTypeUsage> = Vec::new();
+        for cell in self.live() {
+            let Some(dtype) = cell.meta.shape.lock().unwrap_or_else(|p| p.into_inner()).0 else {
+                continue;
+            };
+            let bytes = cell.meta.bytes.load(Ordering::Relaxed);
+            match out.iter_mut().find(|d| d.dtype == dtype) {
+                Some(d) => {
+                    d.tensors += 1;
+                    d.bytes += bytes;
+                }
+                None => out.push(crate::DTypeUsage {
+                    dtype,
+                    tensors: 1,
+                    bytes,
+                }),
+            }
+        }
+        out.sort_by(|a, b| b.bytes.cmp(&a.bytes).then(a.tensors.cmp(&b.tensors)));
+        out
+    }
+
     /// Live entries.
     pub(crate) fn len(&self) -> usize {
         self.entries().live

@@ -812,6 +812,7 @@ impl Zone {
             peak_staging_reserved_bytes: st.peak_staging_reserved,
             uptime: self.inner.started.elapsed(),
             by_label: self.inner.labels.snapshot(),
+            by_dtype: self.inner.tracking.registry.by_dtype(),
         }
     }
 

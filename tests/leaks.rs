@@ -123,3 +123,46 @@ fn zones_that_do_not_track_list_nothing() {
         assert!(zone.leaks().is_empty());
     }
 }
+
+#[test]
+fn an_empty_tensor_never_used_is_listed_by_its_reserved_bytes_until_first_use() {
+    for zone in tracking_zones() {
+        let mut t = Tensor::<f32>::empty(&zone, [3, 5], Location::Device).unwrap();
+        let leaks = zone.leaks();
+        assert_eq!(leaks.len(), 1);
+        assert_eq!((leaks[0].dtype, leaks[0].dims.clone()), (None, vec![]));
+        assert_eq!(leaks[0].bytes, zone.stats().device_live_bytes);
+        assert!(zone.stats().by_dtype.is_empty());
+        // Its first use fills in what it is.
+        t.mark_device_written().unwrap();
+        let leaks = zone.leaks();
+        assert_eq!(
+            (leaks[0].dtype, leaks[0].dims.clone(), leaks[0].bytes),
+            (Some(DType::F32), vec![3, 5], 60)
+        );
+        drop(t);
+        assert!(zone.leaks().is_empty());
+        assert_eq!(zone.stats().device_live_bytes, 0);
+    }
+}
+
+#[test]
+fn stats_break_live_tensors_down_by_dtype() {
+    for zone in tracking_zones() {
+        let a = Tensor::<f32>::zeros(&zone, [100], Location::Device).unwrap();
+        let b = Tensor::<f32>::zeros(&zone, [50], Location::Host).unwrap();
+        let c = Tensor::<u8>::zeros(&zone, [7], Location::Host)
+            .unwrap()
+            .into_shared();
+        let s = zone.stats();
+        let got: Vec<(DType, u64, u64)> = s
+            .by_dtype
+            .iter()
+            .map(|d| (d.dtype, d.tensors, d.bytes))
+            .collect();
+        assert_eq!(got, vec![(DType::F32, 2, 600), (DType::U8, 1, 7)]);
+        assert!(s.to_string().contains("f32"), "{s}");
+        drop((a, b, c));
+        assert!(zone.stats().by_dtype.is_empty());
+    }
+}

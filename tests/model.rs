@@ -399,6 +399,8 @@ struct Case<'z, T: Gen> {
     start_live: u64,
     start_host: u64,
     start_device: u64,
+    /// The zone keeps an entry per tensor (`ZoneBuilder::track_tensors`).
+    tracking: bool,
 }
 
 fn fail<E: std::fmt::Debug>(what: &str, e: E) -> TestCaseError {
@@ -418,6 +420,7 @@ impl<'z, T: Gen> Case<'z, T> {
             start_live: s.tensors_live,
             start_host: s.host_live_bytes,
             start_device: s.device_live_bytes,
+            tracking: zone.tracks_tensors(),
         }
     }
 
@@ -892,6 +895,20 @@ impl<'z, T: Gen> Case<'z, T> {
             self.start_device + device,
             "device_live_bytes"
         );
+        if self.tracking {
+            // Every live tensor has its entry, with its element bytes.
+            let leaks = self.zone.leaks();
+            prop_assert_eq!(leaks.len() as u64, live, "tracked entries");
+            let bytes: u64 = self.model.iter().flatten().map(|m| m.bytes()).sum();
+            // An `empty` device tensor never used lists its reserved bytes
+            // until its first use: compare on used tensors only.
+            let listed: u64 = leaks
+                .iter()
+                .filter(|l| l.dtype.is_some())
+                .map(|l| l.bytes)
+                .sum();
+            prop_assert!(listed <= bytes, "tracked bytes {listed} > model {bytes}");
+        }
         Ok(())
     }
 
@@ -932,7 +949,11 @@ fn run_case<T: Gen>(zone: &Zone, ops: &[Op]) -> Result<(), TestCaseError> {
 /// Runs the property on every backend: 64 cases on the CPU, 32 on the GPU.
 fn run_model<T: Gen>() {
     // Small slabs: `Trim` then costs little, and blocks come and go often.
-    for zone in common::zones_with(Zone::builder().slab_size(64 << 10)) {
+    // A tracking zone takes the pool's locked path and its registry: the
+    // same model holds there.
+    let plain = common::zones_with(Zone::builder().slab_size(64 << 10));
+    let tracking = common::zones_with(Zone::builder().slab_size(64 << 10).track_tensors(true));
+    for zone in plain.into_iter().chain(tracking) {
         let cases = common::proptest_cases(&zone, 64, 32);
         let mut config = Config::with_cases(cases);
         config.failure_persistence = None;
@@ -948,9 +969,10 @@ fn run_model<T: Gen>() {
         }
         let s = zone.stats();
         eprintln!(
-            "model {:?} on {}: {} tensors, h2d {:?}, d2h {:?}, d2d {:?}",
+            "model {:?} on {} (tracking: {}): {} tensors, h2d {:?}, d2h {:?}, d2d {:?}",
             T::DTYPE,
             zone.info(),
+            zone.tracks_tensors(),
             s.tensors_created,
             s.host_to_device,
             s.device_to_host,
