@@ -99,6 +99,7 @@ impl<T: Element> Tensor<T> {
 
     /// A tensor with no storage yet; `count` says whether to count it as
     /// created here (else its device allocation has counted it).
+    #[inline(always)]
     fn new_handle(
         zone: &Zone,
         shape: Shape,
