@@ -130,6 +130,19 @@ pub enum Error {
         /// What wgpu reported.
         detail: String,
     },
+    /// A child zone (or one of its parents) would hold more than its byte
+    /// quota; nothing was allocated.
+    #[error("zone {zone:?} is over its quota: {requested} bytes asked, {used} of {quota} in use")]
+    QuotaExceeded {
+        /// The zone whose quota it is.
+        zone: String,
+        /// Its quota.
+        quota: u64,
+        /// Bytes it and its children held (host and device).
+        used: u64,
+        /// Bytes asked for.
+        requested: u64,
+    },
     /// A zone names at most `max` distinct labels.
     #[error("a zone holds at most {max} distinct labels")]
     TooManyLabels {

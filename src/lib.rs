@@ -4,6 +4,7 @@
 #![deny(unsafe_code)]
 
 mod backend;
+mod child;
 mod dtype;
 mod error;
 mod labels;

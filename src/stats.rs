@@ -26,6 +26,48 @@ pub(crate) struct Counters {
     pub(crate) reloads: TransferCounter,
     /// Host bytes spilled copies hold now.
     pub(crate) spilled_held: AtomicU64,
+    /// A child zone's live device bytes (a root zone reads its pool).
+    pub(crate) device_live: AtomicU64,
+}
+
+/// One zone's counters read out, summed with its child zones'.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Totals {
+    pub(crate) h2d: Transfers,
+    pub(crate) d2h: Transfers,
+    pub(crate) d2d: Transfers,
+    pub(crate) spills: Transfers,
+    pub(crate) reloads: Transfers,
+    pub(crate) tensors_created: u64,
+    pub(crate) tensors_dropped: u64,
+    pub(crate) host_live: u64,
+    pub(crate) device_live: u64,
+    pub(crate) device_blocks_created: u64,
+    pub(crate) staging_buffers_created: u64,
+    pub(crate) spilled_held: u64,
+    pub(crate) arena: HostDevice,
+    pub(crate) shared: HostDevice,
+}
+
+fn add_t(a: &mut Transfers, b: Transfers) {
+    a.bytes += b.bytes;
+    a.calls += b.calls;
+}
+
+impl Totals {
+    /// Bytes by tier, from host and device live bytes and what arenas and
+    /// shared tensors hold (owned tensors hold the rest).
+    pub(crate) fn tiers(&self, host_live: u64, device_live: u64) -> TierUsage {
+        TierUsage {
+            small: HostDevice::default(),
+            owned: HostDevice {
+                host: host_live.saturating_sub(self.arena.host + self.shared.host),
+                device: device_live.saturating_sub(self.arena.device + self.shared.device),
+            },
+            arena: self.arena,
+            shared: self.shared,
+        }
+    }
 }
 
 /// Host and device byte counts, changed together (relaxed atomics).
@@ -76,26 +118,60 @@ impl TransferCounter {
 }
 
 impl Counters {
+    /// Adds what these counters hold to `t`.
+    pub(crate) fn add_to(&self, t: &mut Totals) {
+        let (h2d, d2h, d2d) = self.transfers();
+        add_t(&mut t.h2d, h2d);
+        add_t(&mut t.d2h, d2h);
+        add_t(&mut t.d2d, d2d);
+        add_t(&mut t.spills, self.spills.snapshot());
+        add_t(&mut t.reloads, self.reloads.snapshot());
+        t.tensors_created += self.tensors_created.load(Relaxed);
+        t.tensors_dropped += self.tensors_dropped.load(Relaxed);
+        t.host_live += self.host_bytes_live.load(Relaxed);
+        t.device_live += self.device_live.load(Relaxed);
+        t.device_blocks_created += self.device_blocks_created.load(Relaxed);
+        t.staging_buffers_created += self.staging_buffers_created.load(Relaxed);
+        t.spilled_held += self.spilled_held.load(Relaxed);
+        let (a, sh) = (self.arena.get(), self.shared.get());
+        t.arena.host += a.host;
+        t.arena.device += a.device;
+        t.shared.host += sh.host;
+        t.shared.device += sh.device;
+    }
+
+    /// Takes over the running totals of a child zone that is gone (its
+    /// live figures are zero by then: its tensors kept it alive).
+    pub(crate) fn absorb(&self, child: &Counters) {
+        for (to, from) in [
+            (&self.h2d, &child.h2d),
+            (&self.d2h, &child.d2h),
+            (&self.d2d, &child.d2d),
+            (&self.spills, &child.spills),
+            (&self.reloads, &child.reloads),
+        ] {
+            let t = from.snapshot();
+            to.bytes.fetch_add(t.bytes, Relaxed);
+            to.calls.fetch_add(t.calls, Relaxed);
+        }
+        for (to, from) in [
+            (&self.tensors_created, &child.tensors_created),
+            (&self.tensors_dropped, &child.tensors_dropped),
+            (&self.device_blocks_created, &child.device_blocks_created),
+            (
+                &self.staging_buffers_created,
+                &child.staging_buffers_created,
+            ),
+        ] {
+            to.fetch_add(from.load(Relaxed), Relaxed);
+        }
+    }
+
     pub(crate) fn add_host(&self, bytes: u64) {
         let now = self.host_bytes_live.fetch_add(bytes, Relaxed) + bytes;
         self.peak_host_live.fetch_max(now, Relaxed);
     }
 
-    /// Bytes by tier, from the totals and what arenas and shared tensors
-    /// hold (owned tensors hold the rest; small tensors hold no zone memory).
-    pub(crate) fn tiers(&self, host_live: u64, device_live: u64) -> TierUsage {
-        let arena = self.arena.get();
-        let shared = self.shared.get();
-        TierUsage {
-            small: HostDevice::default(),
-            owned: HostDevice {
-                host: host_live.saturating_sub(arena.host + shared.host),
-                device: device_live.saturating_sub(arena.device + shared.device),
-            },
-            arena,
-            shared,
-        }
-    }
     pub(crate) fn sub_host(&self, bytes: u64) {
         self.host_bytes_live.fetch_sub(bytes, Relaxed);
     }

@@ -13,7 +13,7 @@ use crate::stats::{Counters, ZoneStats};
 use crate::trace::{Event, Tier};
 
 /// Source of zone ids, which key the per-thread caches.
-static NEXT_ZONE_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+pub(crate) static NEXT_ZONE_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 /// Environment variable that overrides the backend choice of every zone.
 pub const BACKEND_ENV: &str = "TENSORZONE_BACKEND";
@@ -321,12 +321,12 @@ impl ZoneBuilder {
         };
         Zone {
             inner: Arc::new(ZoneInner {
-                backend,
+                backend: Arc::new(backend),
                 info,
                 label: self.label,
                 limit: self.limit,
                 counters: Counters::default(),
-                state: Mutex::new(state),
+                state: Arc::new(Mutex::new(state)),
                 id: NEXT_ZONE_ID.fetch_add(1, Ordering::Relaxed),
                 trim_epoch: std::sync::atomic::AtomicU64::new(0),
                 // A tracking zone registers each tensor on the pool's path,
@@ -343,6 +343,8 @@ impl ZoneBuilder {
                 tracked: self.track,
                 spill: self.spill,
                 tracking: Default::default(),
+                child: None,
+                children: Mutex::new(Vec::new()),
             }),
         }
     }
@@ -397,12 +399,13 @@ impl WeakZone {
 }
 
 pub(crate) struct ZoneInner {
-    pub(crate) backend: Backend,
-    info: BackendInfo,
-    label: String,
-    limit: Option<u64>,
+    /// Shared with child zones (as is `state`).
+    pub(crate) backend: Arc<Backend>,
+    pub(crate) info: BackendInfo,
+    pub(crate) label: String,
+    pub(crate) limit: Option<u64>,
     pub(crate) counters: Counters,
-    state: Mutex<State>,
+    pub(crate) state: Arc<Mutex<State>>,
     /// Unique per zone: keys this zone's per-thread magazines.
     pub(crate) id: u64,
     /// Bumped by `trim`; a magazine that sees a new value returns its ranges.
@@ -410,9 +413,9 @@ pub(crate) struct ZoneInner {
     /// Bytes one thread's magazine may hold.
     pub(crate) local_max_bytes: u64,
     /// Largest request served from slabs (so eligible for magazines).
-    local_max_range: u64,
+    pub(crate) local_max_range: u64,
     /// When the zone opened: snapshots carry their time since then.
-    started: std::time::Instant,
+    pub(crate) started: std::time::Instant,
     /// The opt-in event trace.
     pub(crate) recorder: crate::trace::Recorder,
     /// Label names and the bytes each holds.
@@ -420,10 +423,22 @@ pub(crate) struct ZoneInner {
     /// Tensors and arenas get registry entries (see `track`).
     pub(crate) tracked: bool,
     /// Over the limit, spill tracked device copies before failing.
-    spill: bool,
+    pub(crate) spill: bool,
     /// Boxed: the fast path reads fields of this struct, and they keep the
     /// places they had before tracking came.
     pub(crate) tracking: Box<Tracking>,
+    /// A child zone's parent and quota (see `Zone::child`).
+    pub(crate) child: Option<Box<crate::child::ChildOf>>,
+    /// This zone's children, whose figures its stats roll up.
+    pub(crate) children: Mutex<Vec<std::sync::Weak<ZoneInner>>>,
+}
+
+impl Drop for ZoneInner {
+    fn drop(&mut self) {
+        if let Some(c) = &self.child {
+            c.parent.inner.counters.absorb(&self.counters);
+        }
+    }
 }
 
 /// What a tracking zone keeps (see [`crate::track`]).
@@ -506,7 +521,7 @@ struct LocalTotals {
     tensors_dropped: u64,
 }
 
-struct State {
+pub(crate) struct State {
     device: DevicePool,
     blocks: Vec<Option<DeviceBlock>>,
     upload: StagingPool,
@@ -680,7 +695,7 @@ impl Zone {
     /// The wgpu device, for building your own pipelines over tensor
     /// bindings; `None` on the CPU backend.
     pub fn wgpu_device(&self) -> Option<&wgpu::Device> {
-        match &self.inner.backend {
+        match &*self.inner.backend {
             Backend::Gpu(g) => Some(&g.device),
             Backend::Cpu(_) => None,
         }
@@ -688,7 +703,7 @@ impl Zone {
 
     /// The wgpu queue; `None` on the CPU backend.
     pub fn wgpu_queue(&self) -> Option<&wgpu::Queue> {
-        match &self.inner.backend {
+        match &*self.inner.backend {
             Backend::Gpu(g) => Some(&g.queue),
             Backend::Cpu(_) => None,
         }
@@ -709,7 +724,7 @@ impl Zone {
     /// may be spilled again afterwards.
     pub fn synchronize(&self) -> Result<()> {
         let wait = self.inner.tracking.registry.wait_start();
-        match &self.inner.backend {
+        match &*self.inner.backend {
             Backend::Gpu(g) => {
                 g.check_alive()?;
                 g.wait_idle()?;
@@ -738,13 +753,16 @@ impl Zone {
     /// assert_eq!(zone.stats().device_live_bytes, 0);
     /// ```
     pub fn stats(&self) -> ZoneStats {
+        // This zone's counters and its children's (a child's device
+        // tensors are counted there, not in the shared pool's state).
+        let t = self.totals();
+        let is_child = self.inner.child.is_some();
         let c = &self.inner.counters;
-        let (h2d, d2h, d2d) = c.transfers();
         let mut st = self.lock();
         self.sweep_pending(&mut st);
         // The scratch buffer for copies within one slab is reserved device
         // memory no tensor holds: cached.
-        let scratch = match &self.inner.backend {
+        let scratch = match &*self.inner.backend {
             Backend::Gpu(g) => g.scratch_bytes(),
             Backend::Cpu(_) => 0,
         };
@@ -767,9 +785,22 @@ impl Zone {
             l_created += allocs.saturating_sub(l.non_tensor_allocs.load(Ordering::Relaxed));
             l_dropped += frees.saturating_sub(l.non_tensor_frees.load(Ordering::Relaxed));
         }
-        let created = c.tensors_created.load(Ordering::Relaxed) + st.tensors_created + l_created;
-        let dropped = c.tensors_dropped.load(Ordering::Relaxed) + st.tensors_dropped + l_dropped;
+        // The pool's state and per-thread caches count a root zone's
+        // tensors; a child has neither of its own.
+        let (created, dropped) = if is_child {
+            (t.tensors_created, t.tensors_dropped)
+        } else {
+            (
+                t.tensors_created + st.tensors_created + l_created,
+                t.tensors_dropped + st.tensors_dropped + l_dropped,
+            )
+        };
         let dev = st.device.stats();
+        let device_live = if is_child {
+            t.device_live
+        } else {
+            dev.live_bytes.saturating_sub(l_cached)
+        };
         let up = st.upload.stats();
         let down = st.readback.stats();
         ZoneStats {
@@ -778,8 +809,8 @@ impl Zone {
             // first; a snapshot never reports a negative count.
             tensors_live: created.saturating_sub(dropped),
             tensors_created: created,
-            host_live_bytes: c.host_bytes_live.load(Ordering::Relaxed),
-            device_live_bytes: dev.live_bytes.saturating_sub(l_cached),
+            host_live_bytes: t.host_live,
+            device_live_bytes: device_live,
             device_reserved_bytes: dev.reserved_bytes + scratch,
             device_cached_bytes: dev.cached_bytes + l_cached + scratch,
             device_slabs: dev.slabs,
@@ -788,24 +819,21 @@ impl Zone {
             device_frees: dev.frees.saturating_sub(st.mag_returned) + l_frees,
             pool_hits: dev.hits + l_allocs,
             pool_misses: dev.misses,
-            device_blocks_created: c.device_blocks_created.load(Ordering::Relaxed)
-                + match &self.inner.backend {
+            device_blocks_created: t.device_blocks_created
+                + match &*self.inner.backend {
                     Backend::Gpu(g) => g.scratch_created.load(Ordering::Relaxed),
                     Backend::Cpu(_) => 0,
                 },
-            staging_buffers_created: c.staging_buffers_created.load(Ordering::Relaxed),
+            staging_buffers_created: t.staging_buffers_created,
             staging_reserved_bytes: up.reserved_bytes + down.reserved_bytes,
             staging_in_use_bytes: up.in_use_bytes + down.in_use_bytes,
-            host_to_device: h2d,
-            device_to_host: d2h,
-            device_to_device: d2d,
-            spills: c.spills.snapshot(),
-            reloads: c.reloads.snapshot(),
-            spilled_held_bytes: c.spilled_held.load(Ordering::Relaxed),
-            tiers: c.tiers(
-                c.host_bytes_live.load(Ordering::Relaxed),
-                dev.live_bytes.saturating_sub(l_cached),
-            ),
+            host_to_device: t.h2d,
+            device_to_host: t.d2h,
+            device_to_device: t.d2d,
+            spills: t.spills,
+            reloads: t.reloads,
+            spilled_held_bytes: t.spilled_held,
+            tiers: t.tiers(t.host_live, device_live),
             peak_host_live_bytes: c.peak_host_live.load(Ordering::Relaxed),
             peak_device_live_bytes: dev.peak_live_bytes,
             peak_device_reserved_bytes: dev.peak_reserved_bytes + scratch,
@@ -937,7 +965,7 @@ impl Zone {
         let after = st.device.stats().reserved_bytes
             + st.upload.stats().reserved_bytes
             + st.readback.stats().reserved_bytes;
-        let scratch = match &self.inner.backend {
+        let scratch = match &*self.inner.backend {
             Backend::Gpu(g) => g.release_scratch(),
             Backend::Cpu(_) => 0,
         };
@@ -1006,12 +1034,19 @@ impl Zone {
     /// `start_trace`), so every device allocation and free comes here and
     /// is recorded without a check on the cached path.
     fn alloc_device_locked(&self, bytes: u64, by: Use) -> Result<DeviceRange> {
+        if self.inner.child.is_some() {
+            self.check_quota(bytes)?;
+        }
         loop {
             match self.alloc_device_pool(bytes, by) {
                 Err(e @ Error::OutOfMemory { .. }) if self.inner.spill => {
                     if !self.spill_one()? {
                         return Err(e);
                     }
+                }
+                Ok(range) => {
+                    self.count_child_device(range.size(), true);
+                    return Ok(range);
                 }
                 r => return r,
             }
@@ -1030,7 +1065,13 @@ impl Zone {
             Some(alloc) => DeviceRange { alloc },
             None => self.alloc_device_slow(&mut st, bytes)?,
         };
-        st.tensors_created += u64::from(by.tensor);
+        if self.inner.child.is_some() {
+            // A child counts its own; its parent sums them in.
+            let c = &self.inner.counters.tensors_created;
+            c.fetch_add(u64::from(by.tensor), Ordering::Relaxed);
+        } else {
+            st.tensors_created += u64::from(by.tensor);
+        }
         let size = range.size();
         drop(st);
         self.trace(|| Event::Alloc {
@@ -1264,6 +1305,7 @@ impl Zone {
             return;
         }
         let size = alloc.size;
+        self.count_child_device(size, false);
         if self.inner.tracked && by.tensor {
             // A tensor dropped before its first use never took its entry.
             self.inner.tracking.registry.drop_pending(DevicePlace {
@@ -1291,7 +1333,12 @@ impl Zone {
         st.give_back(pushed.stale);
         if let Some(alloc) = pushed.back {
             st.device.free(alloc);
-            st.tensors_dropped += u64::from(by.tensor);
+            if self.inner.child.is_some() {
+                let c = &self.inner.counters.tensors_dropped;
+                c.fetch_add(u64::from(by.tensor), Ordering::Relaxed);
+            } else {
+                st.tensors_dropped += u64::from(by.tensor);
+            }
         }
     }
 
@@ -1325,7 +1372,7 @@ impl Zone {
         if hit.is_none() && !st.pending.is_empty() {
             // A re-map may have finished since the sweep: poll once before
             // making a new buffer.
-            if let Backend::Gpu(g) = &self.inner.backend {
+            if let Backend::Gpu(g) = &*self.inner.backend {
                 g.poll();
                 self.sweep_pending(&mut st);
                 hit = self.reuse_staging(&mut st, Direction::Upload, bytes);
@@ -1376,7 +1423,7 @@ impl Zone {
             .plan(bytes)
             .min(self.max_block())
             .max(crate::backend::copy_len(bytes));
-        let backend = &self.inner.backend;
+        let backend = &*self.inner.backend;
         let made = match dir {
             Direction::Upload => {
                 backend.create_upload(size, &format!("{} staging upload", self.inner.label))
@@ -1446,7 +1493,7 @@ impl Zone {
     /// Copies `data` into a device range: straight into the block on the
     /// CPU, through a pooled upload buffer on the GPU. Counted.
     pub(crate) fn upload(&self, dst: DevicePlace, data: &[u8]) -> Result<()> {
-        match (&self.inner.backend, self.block_of(dst)?) {
+        match (&*self.inner.backend, self.block_of(dst)?) {
             (_, DeviceBlock::Cpu(b)) => b.write(dst.offset(), data),
             (Backend::Gpu(g), DeviceBlock::Gpu(buf))
                 if buf.usage().contains(wgpu::BufferUsages::MAP_WRITE) =>
@@ -1491,7 +1538,7 @@ impl Zone {
                 return Err(e);
             }
         };
-        let result = match (&self.inner.backend, &staging.block, &block) {
+        let result = match (&*self.inner.backend, &staging.block, &block) {
             (Backend::Gpu(g), StagingBlock::Gpu(src), DeviceBlock::Gpu(d)) => {
                 let copy = crate::backend::copy_len(len);
                 match g.upload_from_staging(src, d, dst.offset(), copy) {
@@ -1512,7 +1559,7 @@ impl Zone {
         };
         // The GPU path re-maps before releasing; here the buffer is still
         // mapped (CPU) or its copy failed before unmapping mattered.
-        match (&self.inner.backend, result) {
+        match (&*self.inner.backend, result) {
             (Backend::Gpu(_), Err(e)) => {
                 self.lock().upload.remove(staging.id);
                 Err(self.lost_or(e))
@@ -1534,7 +1581,7 @@ impl Zone {
     }
 
     fn download_now(&self, src: DevicePlace, out: &mut [u8]) -> Result<()> {
-        match (&self.inner.backend, &self.block_of(src)?) {
+        match (&*self.inner.backend, &self.block_of(src)?) {
             (Backend::Cpu(_), DeviceBlock::Cpu(b)) => b.read(src.offset(), out),
             (Backend::Gpu(g), DeviceBlock::Gpu(buf))
                 if buf.usage().contains(wgpu::BufferUsages::MAP_READ) =>
@@ -1566,7 +1613,7 @@ impl Zone {
     /// A failed GPU call after a device loss is a `DeviceLost`, whatever
     /// wgpu's own message said (a destroyed buffer, a failed map).
     fn lost_or(&self, e: Error) -> Error {
-        match &self.inner.backend {
+        match &*self.inner.backend {
             Backend::Gpu(g) => match g.check_alive_waited() {
                 Err(lost) => lost,
                 Ok(()) => e,

@@ -357,6 +357,9 @@ impl Arena {
         // Chunks double with the arena's size, so a growing frame takes
         // few of them.
         let size = size.max(st.host.capacity());
+        if zone.inner.child.is_some() {
+            zone.check_quota(size)?;
+        }
         let got = st.host_chunks.add(size)?;
         st.host.add_chunk(got);
         st.note_growth(got);

@@ -192,8 +192,12 @@ impl<T: Element> Tensor<T> {
         }
     }
 
-    fn set_host(&mut self, v: Vec<T>) {
+    /// Makes `v` the host copy; in a child zone, within its quota.
+    fn set_host(&mut self, v: Vec<T>) -> Result<()> {
         let bytes = self.byte_len();
+        if self.zone.inner.child.is_some() {
+            self.zone.check_quota(bytes)?;
+        }
         let c = self.zone.counters();
         c.add_host(bytes);
         self.label_count(
@@ -205,6 +209,7 @@ impl<T: Element> Tensor<T> {
         );
         self.zone.trace(|| owned_event(true, Location::Host, bytes));
         self.host = Some(v.into_boxed_slice());
+        Ok(())
     }
 
     /// An unwritten tensor with storage at `loc`: it reads as zeros, and
@@ -231,7 +236,7 @@ impl<T: Element> Tensor<T> {
     fn empty_host(zone: &Zone, shape: Shape) -> Result<Tensor<T>> {
         let mut t = Tensor::unplaced(zone, shape);
         let v = host_vec(t.shape.numel(), T::zeroed())?;
-        t.set_host(v);
+        t.set_host(v)?;
         Ok(t)
     }
 
@@ -344,7 +349,7 @@ impl<T: Element> Tensor<T> {
     ) -> Result<Tensor<T>> {
         let (shape, bytes) = checked::<T>(shape)?;
         check_len(&shape, pinned.len())?;
-        if !pinned.zone().same_zone(zone) {
+        if !pinned.zone().same_device(zone) {
             return Err(Error::ZoneMismatch);
         }
         zone.check_fits(bytes)?;
@@ -358,7 +363,7 @@ impl<T: Element> Tensor<T> {
             zone.check_fits(bytes)?;
         }
         let mut t = Tensor::unplaced(zone, shape);
-        t.set_host(v);
+        t.set_host(v)?;
         t.state.host_current = true;
         if loc == Location::Device {
             sync::sync_device(&mut t)?;
@@ -442,7 +447,7 @@ impl<T: Element> Tensor<T> {
     /// copy); the host copy becomes stale.
     pub fn upload_pinned(&mut self, pinned: PinnedBuffer<T>) -> Result<()> {
         check_len(&self.shape, pinned.len())?;
-        if !pinned.zone().same_zone(&self.zone) {
+        if !pinned.zone().same_device(&self.zone) {
             return Err(Error::ZoneMismatch);
         }
         self.ensure_device()?;
@@ -673,7 +678,7 @@ impl<T: Element> Storage<T> for Tensor<T> {
     fn ensure_host(&mut self) -> Result<()> {
         if self.host.is_none() {
             let v = host_vec(self.shape.numel(), T::zeroed())?;
-            self.set_host(v);
+            self.set_host(v)?;
         }
         Ok(())
     }

@@ -229,7 +229,7 @@ pub(crate) fn copy_device<T: Element>(
     dst: &mut impl Storage<T>,
     src: &mut impl Storage<T>,
 ) -> Result<()> {
-    if !dst.zone().same_zone(src.zone()) {
+    if !dst.zone().same_device(src.zone()) {
         return Err(Error::ZoneMismatch);
     }
     if dst.shape() != src.shape() {

@@ -1,0 +1,135 @@
+//! Child zones: own accounting over the parent's pools, roll-up into the
+//! parent's figures, and byte quotas. Every test runs on each backend.
+
+mod common;
+
+use tensorzone::{Error, Location, Tensor};
+
+#[test]
+fn a_child_counts_its_own_and_rolls_up_into_its_parent() {
+    for zone in common::zones() {
+        let base = zone.stats();
+        let io = zone.child("io");
+        assert_eq!(io.label(), format!("{}/io", zone.label()));
+        assert!(io.parent().is_some_and(|p| p.same_zone(&zone)));
+        let mine = Tensor::<u32>::zeros(&zone, [64], Location::Device).unwrap();
+        let mut a = Tensor::from_slice(&io, [256], &[7u32; 256], Location::Device).unwrap();
+        let b = Tensor::<u8>::zeros(&io, [100], Location::Host).unwrap();
+
+        let c = io.stats();
+        assert_eq!((c.tensors_live, c.tensors_created), (2, 2), "{c}");
+        assert_eq!(c.device_live_bytes, 1024, "{c}");
+        assert_eq!(c.host_live_bytes, 100, "{c}");
+        assert_eq!(c.host_to_device.bytes, 1024, "{c}");
+
+        let p = zone.stats();
+        assert_eq!(p.tensors_live, base.tensors_live + 3, "{p}");
+        assert_eq!(
+            p.device_live_bytes,
+            base.device_live_bytes + 256 + 1024,
+            "{p}"
+        );
+        assert_eq!(p.host_live_bytes, base.host_live_bytes + 100, "{p}");
+        assert_eq!(
+            p.host_to_device.bytes,
+            base.host_to_device.bytes + 1024,
+            "{p}"
+        );
+
+        // Tensors of a zone and its child copy into each other.
+        let mut back = Tensor::<u32>::empty(&zone, [256], Location::Device).unwrap();
+        back.copy_from(&mut a).unwrap();
+        assert_eq!(back.to_vec().unwrap(), vec![7u32; 256]);
+        drop(back);
+
+        drop((a, b));
+        let c = io.stats();
+        assert_eq!(
+            (c.tensors_live, c.device_live_bytes, c.host_live_bytes),
+            (0, 0, 0)
+        );
+        // The child is gone with its tensors: its running totals stay in
+        // the parent's.
+        drop(io);
+        let p = zone.stats();
+        assert_eq!(p.tensors_live, base.tensors_live + 1, "{p}");
+        assert_eq!(p.tensors_created, base.tensors_created + 4, "{p}");
+        assert!(
+            p.host_to_device.bytes >= base.host_to_device.bytes + 1024,
+            "{p}"
+        );
+        assert_eq!(p.device_live_bytes, base.device_live_bytes + 256, "{p}");
+        drop(mine);
+    }
+}
+
+#[test]
+fn going_over_a_quota_is_an_error_that_changes_nothing() {
+    for zone in common::zones() {
+        let actor = zone.child_with_quota("actor", 8192);
+        let mut kept = Tensor::from_slice(&actor, [1024], &[3u32; 1024], Location::Host).unwrap();
+        let before = actor.stats();
+        let parent_before = zone.stats();
+        for loc in [Location::Host, Location::Device] {
+            let err = Tensor::<u32>::zeros(&actor, [1025], loc).unwrap_err();
+            match err {
+                Error::QuotaExceeded {
+                    ref zone,
+                    quota,
+                    used,
+                    requested,
+                } => {
+                    assert!(zone.ends_with("/actor"), "{zone}");
+                    assert_eq!((quota, used, requested), (8192, 4096, 4100));
+                }
+                e => panic!("expected QuotaExceeded, got {e:?}"),
+            }
+        }
+        // Moving the kept tensor to the device would take it to 8192: allowed.
+        kept.to_device().unwrap();
+        assert_eq!(actor.stats().device_live_bytes, 4096);
+        kept.drop_device_copy().unwrap();
+        let after = actor.stats();
+        assert_eq!(
+            (
+                after.tensors_live,
+                after.host_live_bytes,
+                after.device_live_bytes
+            ),
+            (
+                before.tensors_live,
+                before.host_live_bytes,
+                before.device_live_bytes
+            )
+        );
+        assert_eq!(zone.stats().tensors_live, parent_before.tensors_live);
+        assert_eq!(kept.to_vec().unwrap(), vec![3u32; 1024]);
+
+        // A grandchild's bytes count against its parent's quota too.
+        let step = actor.child("step");
+        let err = Tensor::<u8>::zeros(&step, [5000], Location::Device).unwrap_err();
+        assert!(
+            matches!(err, Error::QuotaExceeded { quota: 8192, .. }),
+            "{err:?}"
+        );
+        let small = Tensor::<u8>::zeros(&step, [4000], Location::Device).unwrap();
+        let grandchild = step.stats().device_live_bytes;
+        assert!(grandchild >= 4000);
+        assert_eq!(actor.stats().device_live_bytes, grandchild);
+        drop(small);
+    }
+}
+
+#[test]
+fn a_child_arena_counts_against_the_quota() {
+    for zone in common::zones() {
+        let frame = zone.child_with_quota("frame", 64 << 10);
+        let arena = frame.arena_with_capacity(32 << 10);
+        arena.zeros::<u8>([16 << 10], Location::Device).unwrap();
+        assert_eq!(frame.stats().tiers.arena.device, 32 << 10);
+        let too_big = frame.arena_with_capacity(48 << 10);
+        let err = too_big.zeros::<u8>([1], Location::Device).unwrap_err();
+        assert!(matches!(err, Error::QuotaExceeded { .. }), "{err:?}");
+        assert_eq!(frame.leaks().len(), 2, "two arenas");
+    }
+}
