@@ -85,6 +85,7 @@ impl Zone {
             tracked: true,
             spill: p.spill,
             tracking: Default::default(),
+            lru_clock: Arc::clone(&p.lru_clock),
             child: Some(Box::new(ChildOf {
                 parent: self.clone(),
                 quota,

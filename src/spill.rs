@@ -11,48 +11,91 @@ use std::sync::Arc;
 use crate::error::{Error, Result};
 use crate::stats::HostDevice;
 use crate::trace::{Event, Tier};
-use crate::track::{Cell, DevState, Pin};
+use crate::track::{Cell, DevState, Pin, Victim};
 use crate::zone::{DevicePlace, DeviceRange, Use, Zone};
 
 impl Zone {
-    /// Spills the least recently used spillable device copy: `false` when
-    /// there is none.
+    /// Spills the least recently used spillable device copy of any zone
+    /// that shares this zone's pool (its root and every child): `false`
+    /// when there is none.
     pub(crate) fn spill_one(&self) -> Result<bool> {
-        let registry = &self.inner.tracking.registry;
-        for victim in registry.spill_candidates() {
-            let Some(mut dev) = victim.lock_if_idle(registry) else {
-                continue;
-            };
-            let Some(range) = dev.range.take() else {
-                continue;
-            };
-            let len = victim.cell.meta.bytes.load(Relaxed);
-            let mut saved = Vec::new();
-            if let Err(e) = saved.try_reserve_exact(len as usize) {
-                dev.range = Some(range);
-                return Err(Error::HostOutOfMemory {
-                    bytes: len,
-                    detail: e.to_string(),
-                });
+        let mut found: Vec<(u64, Victim, Zone)> = Vec::new();
+        for zone in self.pool_zones() {
+            for (last, v) in zone.inner.tracking.registry.spill_candidates() {
+                found.push((last, v, zone.clone()));
             }
-            saved.resize(len as usize, 0);
-            if let Err(e) = self.download(range.place(), &mut saved) {
-                dev.range = Some(range);
-                return Err(e);
+        }
+        // One clock ticks for the whole pool (`Zone::lru_tick`).
+        found.sort_by_key(|f| f.0);
+        for (_, victim, owner) in found {
+            if owner.spill(&victim)? {
+                return Ok(true);
             }
-            let size = range.size();
-            self.free_device(range, Use::owned(false));
-            dev.saved = Some(saved);
-            drop(dev);
-            let c = self.counters();
-            c.spills.add(len);
-            c.spilled_held.fetch_add(len, Relaxed);
-            c.add_host(len);
-            self.label_move(&victim.cell, size, len, true);
-            self.trace(|| Event::Spill { bytes: len });
-            return Ok(true);
         }
         Ok(false)
+    }
+
+    /// The zones on this zone's pool: its root and all the root's children.
+    fn pool_zones(&self) -> Vec<Zone> {
+        let mut root = self.clone();
+        while let Some(p) = root.parent().cloned() {
+            root = p;
+        }
+        let mut out = vec![root];
+        let mut i = 0;
+        while i < out.len() {
+            let kids: Vec<Zone> = out[i]
+                .inner
+                .children
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .filter_map(|w| w.upgrade().map(|inner| Zone { inner }))
+                .collect();
+            out.extend(kids);
+            i += 1;
+        }
+        out
+    }
+
+    /// Spills `victim`, a tensor of this zone, if it is still idle.
+    fn spill(&self, victim: &Victim) -> Result<bool> {
+        let registry = &self.inner.tracking.registry;
+        let Some(mut dev) = victim.lock_if_idle(registry) else {
+            return Ok(false);
+        };
+        let Some(range) = dev.range.take() else {
+            return Ok(false);
+        };
+        let len = victim.cell.meta.bytes.load(Relaxed);
+        let mut saved = Vec::new();
+        if let Err(e) = saved.try_reserve_exact(len as usize) {
+            dev.range = Some(range);
+            return Err(Error::HostOutOfMemory {
+                bytes: len,
+                detail: e.to_string(),
+            });
+        }
+        saved.resize(len as usize, 0);
+        // Not `download`: a spill's own wait must not count as the
+        // device wait that frees bound tensors for spilling.
+        if let Err(e) = self.download_now(range.place(), &mut saved) {
+            dev.range = Some(range);
+            return Err(e);
+        }
+        let size = range.size();
+        self.free_device(range, Use::owned(false));
+        dev.saved = Some(saved);
+        // Counted before the cell's lock goes: a drop, relabel or
+        // release of this tensor on another thread waits for it.
+        let c = self.counters();
+        c.spills.add(len);
+        c.spilled_held.fetch_add(len, Relaxed);
+        c.add_host(len);
+        self.label_move(&victim.cell, size, len, true);
+        drop(dev);
+        self.trace(|| Event::Spill { bytes: len });
+        Ok(true)
     }
 
     /// Moves a spilled or reloaded tensor's label count between the device
@@ -83,7 +126,7 @@ impl Zone {
         if dev.saved.is_some() {
             self.reload(cell, &mut dev)?;
         }
-        dev.last_use = self.inner.tracking.registry.tick();
+        dev.last_use = self.lru_tick();
         let place = dev.range.as_ref().map(DeviceRange::place);
         Ok((Pin::new(cell), place))
     }
@@ -91,23 +134,33 @@ impl Zone {
     /// Gives a spilled copy a device range again and uploads its bytes.
     fn reload(&self, cell: &Cell, dev: &mut DevState) -> Result<()> {
         let len = cell.meta.bytes.load(Relaxed);
+        // The saved bytes count as host bytes until the upload is done; a
+        // quota must not see them twice, so they leave the count first.
+        let c = self.counters();
+        c.sub_host(len);
         // This cell's lock is held, so the allocation cannot spill it.
-        let range = self.alloc_device(len, Use::owned(false))?;
+        let range = match self.alloc_device(len, Use::owned(false)) {
+            Ok(r) => r,
+            Err(e) => {
+                c.add_host(len);
+                return Err(e);
+            }
+        };
         let Some(saved) = dev.saved.as_ref() else {
+            c.add_host(len);
             self.free_device(range, Use::owned(false));
             return Ok(());
         };
         if let Err(e) = self.upload(range.place(), saved) {
+            c.add_host(len);
             self.free_device(range, Use::owned(false));
             return Err(e);
         }
         let size = range.size();
         dev.range = Some(range);
         dev.saved = None;
-        let c = self.counters();
         c.reloads.add(len);
         c.spilled_held.fetch_sub(len, Relaxed);
-        c.sub_host(len);
         self.label_move(cell, size, len, false);
         self.trace(|| Event::Reload { bytes: len });
         Ok(())
@@ -118,9 +171,19 @@ impl Zone {
     /// dropped with it.
     pub(crate) fn release_tracked(&self, cell: &Cell, dropped: bool) {
         let mut dev = cell.dev();
-        let range = dev.range.take();
-        let saved = dev.saved.take();
+        let (range, saved) = (dev.range.take(), dev.saved.take());
         drop(dev);
+        self.release_device_copy(range, saved, dropped);
+    }
+
+    /// Gives back a tracked tensor's range or spilled bytes, taken out of
+    /// its cell under the cell's lock.
+    pub(crate) fn release_device_copy(
+        &self,
+        range: Option<DeviceRange>,
+        saved: Option<Vec<u8>>,
+        dropped: bool,
+    ) {
         if let Some(saved) = saved {
             let len = saved.len() as u64;
             let c = self.counters();

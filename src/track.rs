@@ -159,8 +159,6 @@ struct Entries {
 pub(crate) struct Registry {
     entries: Mutex<Entries>,
     next: AtomicU64,
-    /// Ticks on every device use of a tracked tensor.
-    clock: AtomicU64,
     /// Waits for the device that have started / the newest start whose
     /// wait has ended.
     waits_started: AtomicU64,
@@ -286,11 +284,6 @@ impl Registry {
         self.entries().live
     }
 
-    /// A new clock value for a device use.
-    pub(crate) fn tick(&self) -> u64 {
-        self.clock.fetch_add(1, Ordering::Relaxed) + 1
-    }
-
     /// Marks the start of a wait for the device; pass the value to
     /// [`Registry::wait_done`] when it ends.
     pub(crate) fn wait_start(&self) -> u64 {
@@ -308,12 +301,10 @@ impl Registry {
     }
 
     /// Resident device copies no operation, and no kernel that may still
-    /// run, uses: least recently used first. Each comes back with its
-    /// device lock held.
-    pub(crate) fn spill_candidates(&self) -> Vec<Victim> {
+    /// run, uses, with their last use (least recent spills first).
+    pub(crate) fn spill_candidates(&self) -> Vec<(u64, Victim)> {
         let done = self.waits_done.load(Ordering::Acquire);
-        let mut found: Vec<(u64, Victim)> = self
-            .live()
+        self.live()
             .into_iter()
             .filter_map(|cell| {
                 let last = {
@@ -325,9 +316,7 @@ impl Registry {
                 };
                 Some((last, Victim { cell }))
             })
-            .collect();
-        found.sort_by_key(|(last, _)| *last);
-        found.into_iter().map(|(_, v)| v).collect()
+            .collect()
     }
 }
 

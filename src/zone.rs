@@ -343,6 +343,7 @@ impl ZoneBuilder {
                 tracked: self.track,
                 spill: self.spill,
                 tracking: Default::default(),
+                lru_clock: Default::default(),
                 child: None,
                 children: Mutex::new(Vec::new()),
             }),
@@ -427,6 +428,9 @@ pub(crate) struct ZoneInner {
     /// Boxed: the fast path reads fields of this struct, and they keep the
     /// places they had before tracking came.
     pub(crate) tracking: Box<Tracking>,
+    /// The clock of device uses for least-recently-used spilling, shared
+    /// by a zone and its children (they spill each other's tensors).
+    pub(crate) lru_clock: Arc<std::sync::atomic::AtomicU64>,
     /// A child zone's parent and quota (see `Zone::child`).
     pub(crate) child: Option<Box<crate::child::ChildOf>>,
     /// This zone's children, whose figures its stats roll up.
@@ -707,6 +711,11 @@ impl Zone {
             Backend::Gpu(g) => Some(&g.queue),
             Backend::Cpu(_) => None,
         }
+    }
+
+    /// A new tick of the pool's device-use clock.
+    pub(crate) fn lru_tick(&self) -> u64 {
+        self.inner.lru_clock.fetch_add(1, Ordering::Relaxed) + 1
     }
 
     pub(crate) fn downgrade(&self) -> WeakZone {
@@ -1580,7 +1589,7 @@ impl Zone {
         Ok(())
     }
 
-    fn download_now(&self, src: DevicePlace, out: &mut [u8]) -> Result<()> {
+    pub(crate) fn download_now(&self, src: DevicePlace, out: &mut [u8]) -> Result<()> {
         match (&*self.inner.backend, &self.block_of(src)?) {
             (Backend::Cpu(_), DeviceBlock::Cpu(b)) => b.read(src.offset(), out),
             (Backend::Gpu(g), DeviceBlock::Gpu(buf))

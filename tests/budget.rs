@@ -240,3 +240,95 @@ fn spills_and_reloads_are_traced() {
         assert_eq!(names.iter().filter(|n| **n == "reload").count(), 1);
     }
 }
+
+#[test]
+fn host_only_work_on_a_spilled_tensor_reloads_nothing() {
+    for zone in budget_zones() {
+        let mut ts: Vec<Tensor<u32>> = (0..9).map(|i| device_tensor(&zone, i)).collect();
+        assert_eq!(zone.stats().spills.calls, 1);
+        // Tensor 0 is spilled: host writes need its bytes on the host only.
+        ts[0].as_mut_slice().unwrap()[0] = 42;
+        ts[0].write_host(&pattern(50)).unwrap();
+        assert_eq!(zone.stats().reloads.calls, 0);
+        assert_eq!(ts[0].to_vec().unwrap(), pattern(50));
+        // Its next device use uploads the host copy.
+        let mut copy = Tensor::<u32>::empty(&zone, [LEN], Location::Device).unwrap();
+        copy.copy_from(&mut ts[0]).unwrap();
+        assert_eq!(copy.to_vec().unwrap(), pattern(50));
+    }
+}
+
+#[test]
+fn a_parent_and_its_child_spill_each_others_tensors() {
+    for zone in budget_zones() {
+        let child = zone.child("worker");
+        let mut parents: Vec<Tensor<u32>> = (0..8).map(|i| device_tensor(&zone, i)).collect();
+        // The budget is full of the parent's tensors: the child's spills one.
+        let mut mine = device_tensor(&child, 100);
+        assert_eq!(zone.stats().spills.calls, 1, "{}", zone.stats());
+        assert_eq!(mine.to_vec().unwrap(), pattern(100));
+        for (i, t) in parents.iter_mut().enumerate() {
+            assert_eq!(t.to_vec().unwrap(), pattern(i), "tensor {i}");
+        }
+    }
+}
+
+#[test]
+fn a_quota_does_not_count_a_reload_twice() {
+    for zone in budget_zones() {
+        let child = zone.child_with_quota("q", 2 * (LEN * 4) as u64);
+        let mut a = device_tensor(&child, 1);
+        let _b = device_tensor(&child, 2);
+        // Fill the rest of the budget from the parent: the child's `a` is
+        // the least recently used and goes to the host.
+        let _fill: Vec<Tensor<u32>> = (0..7).map(|i| device_tensor(&zone, 10 + i)).collect();
+        assert!(zone.stats().spills.calls >= 1);
+        // Reloading `a` keeps the child at its 256 KiB: allowed.
+        a.mark_device_written().unwrap();
+        assert_eq!(zone.stats().reloads.calls, 1);
+        // A host copy of `a` would take the child past its quota (`b` is
+        // on the host now): read it through a copy in the parent.
+        let mut out = Tensor::<u32>::empty(&zone, [LEN], Location::Device).unwrap();
+        out.copy_from(&mut a).unwrap();
+        assert_eq!(out.to_vec().unwrap(), pattern(1));
+        assert!(matches!(
+            a.to_vec(),
+            Err(tensorzone::Error::QuotaExceeded { .. })
+        ));
+    }
+}
+
+#[test]
+fn labels_stay_exact_while_other_threads_spill() {
+    for zone in budget_zones() {
+        let workers: Vec<_> = (0..2)
+            .map(|w| {
+                let zone = zone.clone();
+                std::thread::spawn(move || {
+                    for round in 0..20 {
+                        let mut ts: Vec<Tensor<u32>> = (0..5)
+                            .map(|i| {
+                                device_tensor(&zone, w * 100 + i)
+                                    .with_label(if round % 2 == 0 { "even" } else { "odd" })
+                                    .unwrap()
+                            })
+                            .collect();
+                        ts[0].set_label("moved").unwrap();
+                        ts[1].drop_device_copy().unwrap();
+                        assert_eq!(ts[2].to_vec().unwrap(), pattern(w * 100 + 2));
+                    }
+                })
+            })
+            .collect();
+        for w in workers {
+            w.join().unwrap();
+        }
+        let s = zone.stats();
+        assert!(s.spills.calls > 0, "{s}");
+        assert_eq!(s.by_label, vec![], "{s}");
+        assert_eq!(
+            (s.host_live_bytes, s.device_live_bytes, s.spilled_held_bytes),
+            (0, 0, 0)
+        );
+    }
+}

@@ -140,7 +140,7 @@ impl<T: Element> Tensor<T> {
         if self.device.is_some() {
             let mut dev = cell.dev();
             dev.range = self.device.take();
-            dev.last_use = registry.tick();
+            dev.last_use = self.zone.lru_tick();
         }
         self.device = Some(DeviceRange::ticket(cell.id));
     }
@@ -170,7 +170,7 @@ impl<T: Element> Tensor<T> {
         cell.meta.bytes.store(self.byte_len(), Ordering::Relaxed);
         let mut dev = cell.dev();
         dev.range = self.device.take();
-        dev.last_use = registry.tick();
+        dev.last_use = self.zone.lru_tick();
         drop(dev);
         self.device = Some(DeviceRange::ticket(cell.id));
     }
@@ -408,9 +408,14 @@ impl<T: Element> Tensor<T> {
             self.state.device_current = false;
             self.state.device_init = false;
             self.bound = None;
-            let before = self.held();
-            self.zone.release_tracked(&cell, false);
-            let after = self.held();
+            // Taken out under the cell's lock, so no spill moves bytes
+            // between the two counts.
+            let mut dev = cell.dev();
+            let before = self.held_with(Some(&dev));
+            let (range, saved) = (dev.range.take(), dev.saved.take());
+            let after = self.held_with(Some(&dev));
+            drop(dev);
+            self.zone.release_device_copy(range, saved, false);
             self.label_count(
                 HostDevice {
                     host: before.host - after.host,
@@ -500,7 +505,26 @@ impl<T: Element> Tensor<T> {
     #[cold]
     #[inline(never)]
     fn unlabel(&self) {
-        self.label_count(self.held(), false);
+        match self.cell() {
+            Some(c) => {
+                // Under the cell's lock, and with the entry's label cleared:
+                // a spill meanwhile moves no label bytes this misses.
+                let dev = c.dev();
+                c.meta.label.store(0, Ordering::Relaxed);
+                self.label_count(self.held_with(Some(&dev)), false);
+            }
+            None => self.label_count(self.held(), false),
+        }
+    }
+
+    /// Lets a tensor whose binding a shared handle pinned be spilled again
+    /// once the zone next waits for the device (it leaves the shared tier
+    /// through `make_mut`, whose buffer cache goes with it).
+    pub(crate) fn unpin_shared_binding(&self) {
+        if let Some(c) = self.cell() {
+            let mark = self.zone.inner.tracking.registry.binding_mark();
+            c.dev().bound_at = Some(mark);
+        }
     }
 
     /// Counts `held` for this tensor's label, if it has one.
@@ -660,6 +684,19 @@ impl<T: Element> Storage<T> for Tensor<T> {
             pin,
         })
     }
+    fn host_parts(&mut self) -> Result<Parts<'_, T>> {
+        if self.track() == 0 {
+            return self.parts();
+        }
+        Ok(Parts {
+            zone: &self.zone,
+            host: self.host.as_deref_mut(),
+            device: None,
+            state: &mut self.state,
+            bound: &mut self.bound,
+            pin: None,
+        })
+    }
     fn host_from_spill(&mut self) -> bool {
         let Some(cell) = self.cell() else {
             return false;
@@ -693,7 +730,7 @@ impl<T: Element> Storage<T> for Tensor<T> {
                 let range = self.zone.alloc_device(len, Use::owned(false))?;
                 let size = range.size();
                 dev.range = Some(range);
-                dev.last_use = self.zone.inner.tracking.registry.tick();
+                dev.last_use = self.zone.lru_tick();
                 drop(dev);
                 self.label_count(
                     HostDevice {

@@ -286,6 +286,9 @@ impl<T: Element> SharedTensor<T> {
             counted,
             zone,
         } = slot.get_mut().unwrap_or_else(|p| p.into_inner());
+        if let Some(t) = tensor.as_ref() {
+            t.unpin_shared_binding();
+        }
         Ok(SharedMut {
             tensor: tensor.as_mut().ok_or_else(gone)?,
             counted,

@@ -63,6 +63,11 @@ pub(crate) trait Storage<T: Element> {
     fn has_device(&self) -> bool;
     /// The parts, with a spilled device copy reloaded first.
     fn parts(&mut self) -> Result<Parts<'_, T>>;
+    /// The parts for host-only work: a spilled device copy stays where it
+    /// is (`device` may then be `None`).
+    fn host_parts(&mut self) -> Result<Parts<'_, T>> {
+        self.parts()
+    }
     /// Copies a spilled device copy into the host copy, which exists, and
     /// marks it current: `true` if there was one (a host read then needs
     /// no reload).
@@ -130,7 +135,11 @@ pub(crate) fn sync_host<T: Element>(s: &mut impl Storage<T>) -> Result<()> {
     if s.state().device_current && s.host_from_spill() {
         return Ok(());
     }
-    let p = s.parts()?;
+    let p = if s.state().device_current {
+        s.parts()?
+    } else {
+        s.host_parts()?
+    };
     match (p.host, p.device, p.state.device_current) {
         (Some(h), Some(place), true) => p.zone.download(place, bytemuck::cast_slice_mut(h))?,
         (Some(h), _, _) if !fresh => h.fill(T::zeroed()),
@@ -150,7 +159,7 @@ pub(crate) fn as_slice<T: Element>(s: &mut impl Storage<T>) -> Result<&[T]> {
 /// The host elements for writing; the device copy becomes stale.
 pub(crate) fn as_mut_slice<T: Element>(s: &mut impl Storage<T>) -> Result<&mut [T]> {
     sync_host(s)?;
-    let p = s.parts()?;
+    let p = s.host_parts()?;
     p.state.device_current = false;
     p.host.ok_or(Error::NoDeviceCopy { op: "as_mut_slice" })
 }
@@ -159,7 +168,7 @@ pub(crate) fn as_mut_slice<T: Element>(s: &mut impl Storage<T>) -> Result<&mut [
 pub(crate) fn write_host<T: Element>(s: &mut impl Storage<T>, data: &[T]) -> Result<()> {
     check_len(s.shape(), data.len())?;
     s.ensure_host()?;
-    let p = s.parts()?;
+    let p = s.host_parts()?;
     p.host
         .ok_or(Error::NoDeviceCopy { op: "write_host" })?
         .copy_from_slice(data);
