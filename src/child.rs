@@ -116,17 +116,20 @@ impl Zone {
         t
     }
 
-    fn add_totals(&self, t: &mut Totals) {
-        self.inner.counters.add_to(t);
-        let children: Vec<Zone> = self
-            .inner
+    /// This zone's child zones that are still alive.
+    pub(crate) fn live_children(&self) -> Vec<Zone> {
+        self.inner
             .children
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .iter()
             .filter_map(|w| w.upgrade().map(|inner| Zone { inner }))
-            .collect();
-        for c in &children {
+            .collect()
+    }
+
+    fn add_totals(&self, t: &mut Totals) {
+        self.inner.counters.add_to(t);
+        for c in &self.live_children() {
             c.add_totals(t);
         }
     }

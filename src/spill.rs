@@ -44,14 +44,7 @@ impl Zone {
         let mut out = vec![root];
         let mut i = 0;
         while i < out.len() {
-            let kids: Vec<Zone> = out[i]
-                .inner
-                .children
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .iter()
-                .filter_map(|w| w.upgrade().map(|inner| Zone { inner }))
-                .collect();
+            let kids = out[i].live_children();
             out.extend(kids);
             i += 1;
         }
@@ -189,11 +182,7 @@ impl Zone {
             let c = self.counters();
             c.spilled_held.fetch_sub(len, Relaxed);
             c.sub_host(len);
-            self.trace(|| Event::Free {
-                tier: Tier::Owned,
-                location: crate::residency::Location::Host,
-                bytes: len,
-            });
+            self.trace(|| Event::live(false, Tier::Owned, crate::residency::Location::Host, len));
         }
         match range {
             Some(range) => self.free_device(range, Use::owned(dropped)),

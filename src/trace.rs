@@ -101,6 +101,26 @@ pub enum Event {
     },
 }
 
+impl Event {
+    /// `bytes` becoming live (`alloc`) or ceasing to be live in `tier` at
+    /// `location`.
+    pub(crate) fn live(alloc: bool, tier: Tier, location: Location, bytes: u64) -> Event {
+        if alloc {
+            Event::Alloc {
+                tier,
+                location,
+                bytes,
+            }
+        } else {
+            Event::Free {
+                tier,
+                location,
+                bytes,
+            }
+        }
+    }
+}
+
 /// One recorded event.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TraceEvent {

@@ -614,23 +614,9 @@ impl Arena {
     }
 }
 
-/// An arena chunk taken (`alloc`) or given back.
+/// An arena tier event (see [`crate::trace::Event::live`]).
 fn arena_event(alloc: bool, location: Location, bytes: u64) -> crate::trace::Event {
-    use crate::trace::{Event, Tier};
-    let tier = Tier::Arena;
-    if alloc {
-        Event::Alloc {
-            tier,
-            location,
-            bytes,
-        }
-    } else {
-        Event::Free {
-            tier,
-            location,
-            bytes,
-        }
-    }
+    crate::trace::Event::live(alloc, crate::trace::Tier::Arena, location, bytes)
 }
 
 impl Drop for Arena {

@@ -759,24 +759,9 @@ impl<T: Element> Storage<T> for Tensor<T> {
     }
 }
 
-/// An allocation (`alloc`) or free of an owned tensor's host copy (device
-/// ranges are traced by the zone's pool paths).
+/// An owned tier event (see [`crate::trace::Event::live`]).
 fn owned_event(alloc: bool, location: Location, bytes: u64) -> crate::trace::Event {
-    use crate::trace::Event;
-    let tier = Tier::Owned;
-    if alloc {
-        Event::Alloc {
-            tier,
-            location,
-            bytes,
-        }
-    } else {
-        Event::Free {
-            tier,
-            location,
-            bytes,
-        }
-    }
+    crate::trace::Event::live(alloc, Tier::Owned, location, bytes)
 }
 
 impl<T: Element> Drop for Tensor<T> {
