@@ -332,3 +332,39 @@ fn labels_stay_exact_while_other_threads_spill() {
         );
     }
 }
+
+#[test]
+fn a_zero_budget_or_quota_is_a_typed_error_not_a_panic() {
+    for zone in common::zones_with(Zone::builder().device_budget(0)) {
+        let err = Tensor::<u8>::zeros(&zone, [16], Location::Device).unwrap_err();
+        assert!(
+            matches!(err, Error::OutOfMemory { limit: Some(0), .. }),
+            "{err:?}"
+        );
+        // Host tensors need no device memory.
+        let mut t = Tensor::from_slice(&zone, [2], &[1u8, 2], Location::Host).unwrap();
+        assert!(matches!(t.to_device(), Err(Error::OutOfMemory { .. })));
+        assert_eq!(t.to_vec().unwrap(), [1, 2]);
+        assert_eq!(zone.stats().tensors_live, 1);
+    }
+    for zone in common::zones() {
+        let none = zone.child_with_quota("none", 0);
+        for loc in [Location::Host, Location::Device] {
+            let err = Tensor::<u8>::zeros(&none, [1], loc).unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    Error::QuotaExceeded {
+                        quota: 0,
+                        used: 0,
+                        requested: 1,
+                        ..
+                    }
+                ),
+                "{err:?}"
+            );
+        }
+        assert_eq!(none.stats().tensors_live, 0);
+        assert!(none.leaks().is_empty());
+    }
+}
