@@ -8,7 +8,7 @@
 //! are counted and its quota checked.
 
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::error::{Error, Result};
 use crate::stats::Totals;
@@ -20,6 +20,17 @@ pub(crate) struct ChildOf {
     pub(crate) parent: Zone,
     /// Most bytes (host and device) the child and its children may hold.
     pub(crate) quota: Option<u64>,
+    /// Held from a quota check until the bytes it allowed are counted, so
+    /// that two threads cannot both pass the check and together go past
+    /// the quota.
+    quota_lock: Mutex<()>,
+}
+
+/// The quota locks of a zone and its parents, held while an allocation
+/// that passed [`Zone::check_quota`] is made and counted.
+#[must_use = "the quota holds only while the guard is alive"]
+pub(crate) struct QuotaGuard<'a> {
+    _held: Vec<MutexGuard<'a, ()>>,
 }
 
 impl Zone {
@@ -89,6 +100,7 @@ impl Zone {
             child: Some(Box::new(ChildOf {
                 parent: self.clone(),
                 quota,
+                quota_lock: Mutex::new(()),
             })),
             children: Mutex::new(Vec::new()),
         });
@@ -135,11 +147,16 @@ impl Zone {
     }
 
     /// Fails with [`Error::QuotaExceeded`] if `bytes` more would take this
-    /// zone, or a parent of it, past its quota.
-    pub(crate) fn check_quota(&self, bytes: u64) -> Result<()> {
+    /// zone, or a parent of it, past its quota. Otherwise the guard keeps
+    /// every quota on the way locked: the caller counts the bytes before
+    /// dropping it. Locks are taken child first, parent after, everywhere,
+    /// so two checks cannot wait on each other.
+    pub(crate) fn check_quota(&self, bytes: u64) -> Result<QuotaGuard<'_>> {
+        let mut held = Vec::new();
         let mut zone = self;
         while let Some(c) = &zone.inner.child {
             if let Some(quota) = c.quota {
+                held.push(c.quota_lock.lock().unwrap_or_else(|e| e.into_inner()));
                 let t = zone.totals();
                 let used = t.host_live + t.device_live;
                 if used.saturating_add(bytes) > quota {
@@ -153,7 +170,7 @@ impl Zone {
             }
             zone = &c.parent;
         }
-        Ok(())
+        Ok(QuotaGuard { _held: held })
     }
 
     /// Counts a child zone's device range (its pool's live bytes are the

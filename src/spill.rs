@@ -86,6 +86,7 @@ impl Zone {
         c.spilled_held.fetch_add(len, Relaxed);
         c.add_host(len);
         self.label_move(&victim.cell, size, len, true);
+        self.shared_move(&mut dev, size, len, true);
         drop(dev);
         self.trace(|| Event::Spill { bytes: len });
         Ok(true)
@@ -109,6 +110,46 @@ impl Zone {
         };
         labels.count(label, host, to_host);
         labels.count(label, device, !to_host);
+    }
+
+    /// Moves a spilled or reloaded copy's count in the shared tier, when a
+    /// shared handle holds the tensor, and notes the move for the handle's
+    /// next recount (see `Tensor::held_shared`).
+    fn shared_move(&self, dev: &mut DevState, size: u64, len: u64, to_host: bool) {
+        if !dev.in_shared {
+            return;
+        }
+        let (host, device) = (len as i64, size as i64);
+        let shared = &self.counters().shared;
+        let (from, to, sign) = if to_host {
+            (
+                HostDevice {
+                    host: 0,
+                    device: size,
+                },
+                HostDevice {
+                    host: len,
+                    device: 0,
+                },
+                1,
+            )
+        } else {
+            (
+                HostDevice {
+                    host: len,
+                    device: 0,
+                },
+                HostDevice {
+                    host: 0,
+                    device: size,
+                },
+                -1,
+            )
+        };
+        shared.sub(from);
+        shared.add(to);
+        dev.shared_moved.host += sign * host;
+        dev.shared_moved.device -= sign * device;
     }
 
     /// Pins a tracked tensor's device copy for one operation, reloading it
@@ -155,6 +196,7 @@ impl Zone {
         c.reloads.add(len);
         c.spilled_held.fetch_sub(len, Relaxed);
         self.label_move(cell, size, len, false);
+        self.shared_move(dev, size, len, false);
         self.trace(|| Event::Reload { bytes: len });
         Ok(())
     }

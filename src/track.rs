@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::dtype::DType;
+use crate::stats::HostDevice;
 use std::collections::HashMap;
 
 use crate::zone::{DevicePlace, DeviceRange};
@@ -81,6 +82,30 @@ pub(crate) struct DevState {
     /// The registry's wait count when a binding was last taken: until the
     /// zone has waited for the device since, a kernel may use the range.
     pub(crate) bound_at: Option<u64>,
+    /// Whether a shared handle counts this copy in its zone's shared tier:
+    /// a spill or reload then moves that count between device and host.
+    pub(crate) in_shared: bool,
+    /// What spills and reloads moved in the shared tier's count since the
+    /// shared handle last recounted the tensor (it takes them then).
+    pub(crate) shared_moved: SharedMoved,
+}
+
+/// Bytes a spill or reload moved in the shared tier's count, host and
+/// device, signed (a reload undoes a spill).
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct SharedMoved {
+    pub(crate) host: i64,
+    pub(crate) device: i64,
+}
+
+impl SharedMoved {
+    /// `counted` with these moves made.
+    pub(crate) fn apply(self, counted: HostDevice) -> HostDevice {
+        HostDevice {
+            host: counted.host.wrapping_add_signed(self.host),
+            device: counted.device.wrapping_add_signed(self.device),
+        }
+    }
 }
 
 impl DevState {

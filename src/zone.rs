@@ -1043,9 +1043,11 @@ impl Zone {
     /// `start_trace`), so every device allocation and free comes here and
     /// is recorded without a check on the cached path.
     fn alloc_device_locked(&self, bytes: u64, by: Use) -> Result<DeviceRange> {
-        if self.inner.child.is_some() {
-            self.check_quota(bytes)?;
-        }
+        // Held until the range is counted (see `check_quota`).
+        let _quota = match self.inner.child {
+            Some(_) => Some(self.check_quota(bytes)?),
+            None => None,
+        };
         loop {
             match self.alloc_device_pool(bytes, by) {
                 Err(e @ Error::OutOfMemory { .. }) if self.inner.spill => {

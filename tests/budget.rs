@@ -173,15 +173,43 @@ fn shared_tensors_spill_and_reload_too() {
     for zone in budget_zones() {
         let weights = device_tensor(&zone, 7).into_shared();
         let mut others: Vec<Tensor<u32>> = (0..8).map(|i| device_tensor(&zone, i)).collect();
-        assert_eq!(zone.stats().spills.calls, 1);
+        let s = zone.stats();
+        assert_eq!(s.spills.calls, 1);
+        // The spilled copy's bytes moved to the host in the shared tier's
+        // count at once, not at the shared tensor's next operation.
+        let tensor = LEN as u64 * 4;
+        assert_eq!(
+            (s.tiers.shared.host, s.tiers.shared.device),
+            (tensor, 0),
+            "{s}"
+        );
+        assert_eq!(
+            (s.tiers.owned.host, s.tiers.owned.device),
+            (0, 8 * tensor),
+            "{s}"
+        );
         assert_eq!(weights.to_vec().unwrap(), pattern(7));
         // A device use of the shared tensor reloads it.
         let mut copy = weights.to_owned_tensor().unwrap();
         assert_eq!(copy.to_vec().unwrap(), pattern(7));
-        assert!(zone.stats().reloads.calls >= 1);
+        let s = zone.stats();
+        assert!(s.reloads.calls >= 1);
+        // Tier counts add up to the totals through spills and reloads.
+        let t = s.tiers;
+        assert_eq!(t.owned.device + t.shared.device, s.device_live_bytes, "{s}");
+        assert_eq!(t.owned.host + t.shared.host, s.host_live_bytes, "{s}");
         for (i, t) in others.iter_mut().enumerate() {
             assert_eq!(t.to_vec().unwrap(), pattern(i), "tensor {i}");
         }
+        drop((others, copy));
+        let s = zone.stats();
+        let t = s.tiers;
+        assert_eq!(t.owned.device + t.shared.device, s.device_live_bytes, "{s}");
+        assert_eq!(t.owned.host + t.shared.host, s.host_live_bytes, "{s}");
+        drop(weights);
+        let s = zone.stats();
+        assert_eq!((s.tiers.shared.host, s.tiers.shared.device), (0, 0), "{s}");
+        assert_eq!((s.host_live_bytes, s.device_live_bytes), (0, 0), "{s}");
     }
 }
 

@@ -133,3 +133,46 @@ fn a_child_arena_counts_against_the_quota() {
         assert_eq!(frame.leaks().len(), 2, "two arenas");
     }
 }
+
+/// Threads that pass the quota check at the same moment must not together
+/// go past it: each round exactly one of them gets its tensor.
+#[test]
+fn racing_allocations_never_go_past_a_quota() {
+    use std::sync::{Barrier, Mutex};
+    const THREADS: usize = 4;
+    for zone in common::zones() {
+        let child = zone.child_with_quota("racing", 4096);
+        for round in 0..200 {
+            let loc = if round % 2 == 0 {
+                Location::Host
+            } else {
+                Location::Device
+            };
+            let start = Barrier::new(THREADS);
+            let got = Mutex::new(Vec::new());
+            std::thread::scope(|s| {
+                for _ in 0..THREADS {
+                    s.spawn(|| {
+                        start.wait();
+                        let r = Tensor::<u8>::zeros(&child, [3000], loc);
+                        got.lock().unwrap().push(r);
+                    });
+                }
+            });
+            let got = got.into_inner().unwrap();
+            let ok = got.iter().filter(|r| r.is_ok()).count();
+            assert_eq!(
+                ok, 1,
+                "round {round} ({loc:?}): {ok} tensors of 3000 B in a 4096 B quota"
+            );
+            for r in &got {
+                if let Err(e) = r {
+                    assert!(matches!(e, Error::QuotaExceeded { quota: 4096, .. }), "{e}");
+                }
+            }
+            drop(got);
+            let s = child.stats();
+            assert_eq!((s.host_live_bytes, s.device_live_bytes), (0, 0), "{s}");
+        }
+    }
+}

@@ -357,14 +357,16 @@ impl Arena {
         // Chunks double with the arena's size, so a growing frame takes
         // few of them.
         let size = size.max(st.host.capacity());
-        if zone.inner.child.is_some() {
-            zone.check_quota(size)?;
-        }
+        let quota = match zone.inner.child {
+            Some(_) => Some(zone.check_quota(size)?),
+            None => None,
+        };
         let got = st.host_chunks.add(size)?;
         st.host.add_chunk(got);
         st.note_growth(got);
         st.traced = zone.inner.recorder.on();
         zone.counters().add_host(got);
+        drop(quota);
         zone.counters().arena.add(HostDevice {
             host: got,
             device: 0,

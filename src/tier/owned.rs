@@ -14,7 +14,7 @@ use crate::stats::HostDevice;
 use crate::tier::pinned::PinnedBuffer;
 use crate::tier::sync::{self, check_len, Parts, Storage, SyncState};
 use crate::trace::Tier;
-use crate::track::{Cell, LeakKind, Meta};
+use crate::track::{Cell, LeakKind, Meta, SharedMoved};
 use crate::zone::{DeviceRange, Use, Zone};
 
 /// A tensor owned by one handle. Its bytes may live on the host, on the
@@ -195,11 +195,13 @@ impl<T: Element> Tensor<T> {
     /// Makes `v` the host copy; in a child zone, within its quota.
     fn set_host(&mut self, v: Vec<T>) -> Result<()> {
         let bytes = self.byte_len();
-        if self.zone.inner.child.is_some() {
-            self.zone.check_quota(bytes)?;
-        }
+        let quota = match self.zone.inner.child {
+            Some(_) => Some(self.zone.check_quota(bytes)?),
+            None => None,
+        };
         let c = self.zone.counters();
         c.add_host(bytes);
+        drop(quota);
         self.label_count(
             HostDevice {
                 host: bytes,
@@ -586,6 +588,22 @@ impl<T: Element> Tensor<T> {
             Some(c) => self.held_with(Some(&c.dev())),
 
             None => self.held_with(None),
+        }
+    }
+
+    /// `held`, for a shared handle's count of the tensor in its zone's
+    /// shared tier: marks whether that count holds the tensor now
+    /// (`in_shared`), and hands over the moves spills and reloads made in
+    /// it since the last call, which the handle adds to what it counted.
+    pub(crate) fn held_shared(&self, in_shared: bool) -> (HostDevice, SharedMoved) {
+        match self.cell() {
+            Some(c) => {
+                let mut dev = c.dev();
+                dev.in_shared = in_shared;
+                let moved = std::mem::take(&mut dev.shared_moved);
+                (self.held_with(Some(&dev)), moved)
+            }
+            None => (self.held_with(None), SharedMoved::default()),
         }
     }
 

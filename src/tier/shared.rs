@@ -44,12 +44,20 @@ impl<T: Element> Slot<T> {
     /// Takes the tensor out of the shared tier.
     fn take(&mut self) -> Option<Tensor<T>> {
         let t = self.tensor.take()?;
-        if let Some(z) = self.zone.take().and_then(|z| z.upgrade()) {
-            account(&z, self.counted, false);
-        }
-        self.counted = HostDevice::default();
+        uncount(&t, &mut self.counted, &mut self.zone);
         Some(t)
     }
+}
+
+/// Takes what `counted` says (with the moves spills made since) out of the
+/// shared tier's count: `t` leaves it, or may be swapped out of its
+/// handle through `make_mut`.
+fn uncount<T: Element>(t: &Tensor<T>, counted: &mut HostDevice, zone: &mut Option<WeakZone>) {
+    let (_, moved) = t.held_shared(false);
+    if let Some(z) = zone.take().and_then(|z| z.upgrade()) {
+        account(&z, moved.apply(*counted), false);
+    }
+    *counted = HostDevice::default();
 }
 
 /// Moves the shared tier's count for `t` from what `counted` says (in
@@ -57,7 +65,9 @@ impl<T: Element> Slot<T> {
 /// through `make_mut`, may have added or dropped copies, or replaced the
 /// tensor, since.
 fn recount<T: Element>(t: &Tensor<T>, counted: &mut HostDevice, zone: &mut Option<WeakZone>) {
-    let now = t.held();
+    // A spill or reload of the tensor moved its count already.
+    let (now, moved) = t.held_shared(true);
+    *counted = moved.apply(*counted);
     let same_zone = zone.as_ref().is_some_and(|z| z.is(t.zone()));
     if same_zone && now == *counted {
         return;
@@ -113,7 +123,7 @@ struct Shared<T: Element> {
 
 impl<T: Element> Shared<T> {
     fn new(t: Tensor<T>) -> Shared<T> {
-        let counted = t.held();
+        let (counted, _) = t.held_shared(true);
         account(t.zone(), counted, true);
         Shared {
             shape: t.shape().clone(),
@@ -288,6 +298,10 @@ impl<T: Element> SharedTensor<T> {
         } = slot.get_mut().unwrap_or_else(|p| p.into_inner());
         if let Some(t) = tensor.as_ref() {
             t.unpin_shared_binding();
+            // Out of the shared tier while writable, so that a tensor
+            // swapped out of the handle takes no count along; the guard's
+            // drop counts what the handle holds then.
+            uncount(t, counted, zone);
         }
         Ok(SharedMut {
             tensor: tensor.as_mut().ok_or_else(gone)?,
