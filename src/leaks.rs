@@ -82,21 +82,47 @@ impl Zone {
     /// zone's tensors and arenas (each holds one) and some are alive.
     #[cold]
     fn report_leaks_if_last(&self) {
-        let live = self.inner.tracking.registry.len();
-        // This handle and one per tracked tensor or arena: no other handle
-        // is left. A pinned buffer also holds a handle, so a zone dropped
-        // while one is alive reports nothing.
-        if live == 0 || Arc::strong_count(&self.inner) != live + 1 {
-            return;
+        self.report_leaks_if_unheld(1);
+    }
+
+    /// Runs the leak report if the zone's handles are one per tracked
+    /// tensor or arena plus `extra` (the handle being dropped, if any): no
+    /// user handle is left. A pinned buffer also holds a handle, so a zone
+    /// dropped while one is alive reports nothing.
+    pub(crate) fn report_leaks_if_unheld(&self, extra: usize) {
+        let tracking = &self.inner.tracking;
+        // Read under the registry's lock: every entry counted then has its
+        // handle already, except a pending one, whose tensor the pool may
+        // not have built yet (it takes its handle after its entry). Such a
+        // tensor would pass for a user's handle, so with any pending the
+        // report waits for a tensor to take its entry over.
+        let verdict = tracking.registry.with_counts(|live, pending| {
+            if live == 0 || Arc::strong_count(&self.inner) != live + extra {
+                None
+            } else {
+                Some(pending == 0)
+            }
+        });
+        match verdict {
+            None => {}
+            Some(false) => tracking.leak_check_waits.store(true, Ordering::Release),
+            // Once per zone.
+            Some(true) if !tracking.leaks_reported.swap(true, Ordering::AcqRel) => {
+                self.report_leaks();
+            }
+            Some(true) => {}
         }
-        if self
-            .inner
-            .tracking
-            .leaks_reported
-            .swap(true, Ordering::AcqRel)
-        {
-            return;
+    }
+
+    /// The leak check a pending entry put off ([`Zone::report_leaks_if_unheld`]),
+    /// run by the tensor that just took its entry over and holds one handle.
+    pub(crate) fn leak_check_after_adopt(&self) {
+        if self.inner.tracking.leak_check_waits.load(Ordering::Acquire) {
+            self.report_leaks_if_unheld(0);
         }
+    }
+
+    fn report_leaks(&self) {
         let leaks = self.leaks();
         let hook = self
             .inner

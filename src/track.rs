@@ -198,6 +198,12 @@ impl Registry {
     /// Registers a new entry; [`Registry::remove`] with its id forgets it.
     /// `None` only past `u32::MAX - 1` live entries.
     pub(crate) fn add(&self, meta: Meta) -> Option<Arc<Cell>> {
+        self.insert(meta, None)
+    }
+
+    /// `add`, listing the entry as pending for the range at `place` in the
+    /// same step (the leak check reads both counts together).
+    fn insert(&self, meta: Meta, place: Option<DevicePlace>) -> Option<Arc<Cell>> {
         let seq = self.next.fetch_add(1, Ordering::Relaxed);
         let mut e = self.entries();
         let index = match e.free.pop() {
@@ -220,6 +226,9 @@ impl Registry {
         });
         e.slots[index] = Some(Arc::clone(&cell));
         e.live += 1;
+        if let Some(place) = place {
+            e.pending.insert(place, id);
+        }
         Some(cell)
     }
 
@@ -231,15 +240,20 @@ impl Registry {
     /// dtype down costs the fast path instructions of its own. The tensor
     /// fills them in when it takes the entry over.
     pub(crate) fn add_pending(&self, reserved: u64, place: DevicePlace) {
-        let Some(cell) = self.add(Meta {
+        let meta = Meta {
             kind: LeakKind::Tensor,
             shape: Default::default(),
             bytes: reserved.into(),
             label: Default::default(),
-        }) else {
-            return;
         };
-        self.entries().pending.insert(place, cell.id);
+        self.insert(meta, Some(place));
+    }
+
+    /// Runs `f` with the live and pending entry counts, under the lock
+    /// that every change to them takes.
+    pub(crate) fn with_counts<R>(&self, f: impl FnOnce(usize, usize) -> R) -> R {
+        let e = self.entries();
+        f(e.live, e.pending.len())
     }
 
     /// The pending entry of the tensor whose range is at `place`.
@@ -302,11 +316,6 @@ impl Registry {
         }
         out.sort_by(|a, b| b.bytes.cmp(&a.bytes).then(a.tensors.cmp(&b.tensors)));
         out
-    }
-
-    /// Live entries.
-    pub(crate) fn len(&self) -> usize {
-        self.entries().live
     }
 
     /// Marks the start of a wait for the device; pass the value to

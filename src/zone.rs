@@ -452,6 +452,9 @@ pub(crate) struct Tracking {
     pub(crate) leak_hook: Mutex<Option<LeakHook>>,
     /// The leak report ran (once per zone).
     pub(crate) leaks_reported: std::sync::atomic::AtomicBool,
+    /// A leak check found pending entries and waits for a tensor to take
+    /// one over (see `Zone::report_leaks_if_unheld`).
+    pub(crate) leak_check_waits: std::sync::atomic::AtomicBool,
 }
 
 /// What [`Zone::set_leak_hook`] takes.

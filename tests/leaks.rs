@@ -166,3 +166,62 @@ fn stats_break_live_tensors_down_by_dtype() {
         assert!(zone.stats().by_dtype.is_empty());
     }
 }
+
+/// A second user handle dropped while another thread makes a tensor is
+/// not the zone's last: no report, however the two interleave.
+#[test]
+fn a_handle_dropped_during_an_allocation_on_another_thread_reports_nothing() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    for zone in tracking_zones() {
+        let seen = hook(&zone);
+        let keep = Tensor::<u8>::zeros(&zone, [8], Location::Host).unwrap();
+        let done = AtomicBool::new(false);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                for _ in 0..20_000 {
+                    let t = Tensor::<u32>::empty(&zone, [64], Location::Device).unwrap();
+                    drop(t);
+                }
+                done.store(true, Ordering::Release);
+            });
+            s.spawn(|| {
+                while !done.load(Ordering::Acquire) {
+                    drop(zone.clone());
+                }
+            });
+        });
+        assert!(
+            seen.lock().unwrap().is_empty(),
+            "{:?}",
+            seen.lock().unwrap()
+        );
+        // The real report still comes.
+        drop(zone);
+        assert_eq!(seen.lock().unwrap().len(), 1);
+        assert_eq!(seen.lock().unwrap()[0].1[0].bytes, 8);
+        drop(keep);
+    }
+}
+
+/// A device tensor made with `empty` and not used yet has a pending entry
+/// (see `Registry::add_pending`): the report made when the zone's last
+/// handle goes waits for it to be used or dropped, then lists what is alive.
+#[test]
+fn the_report_waits_for_an_unused_empty_tensor_and_then_lists_everything() {
+    for zone in tracking_zones() {
+        let seen = hook(&zone);
+        let mut fresh = Tensor::<u32>::empty(&zone, [16], Location::Device).unwrap();
+        let kept = Tensor::<u8>::zeros(&zone, [8], Location::Host).unwrap();
+        drop(zone);
+        assert!(seen.lock().unwrap().is_empty());
+        // Its first use takes its entry over: now the report runs.
+        fresh.write_device(&[3; 16]).unwrap();
+        let got = seen.lock().unwrap().clone();
+        assert_eq!(got.len(), 1, "{got:?}");
+        let mut sizes: Vec<u64> = got[0].1.iter().map(|l| l.bytes).collect();
+        sizes.sort();
+        assert_eq!(sizes, vec![8, 64]);
+        drop((fresh, kept));
+        assert_eq!(seen.lock().unwrap().len(), 1);
+    }
+}

@@ -173,6 +173,7 @@ impl<T: Element> Tensor<T> {
         dev.last_use = self.zone.lru_tick();
         drop(dev);
         self.device = Some(DeviceRange::ticket(cell.id));
+        self.zone.leak_check_after_adopt();
     }
 
     /// The registry key of a tensor in a tracking zone, else 0.
