@@ -10,6 +10,9 @@
 //! pool is), then the `create_buffer` counter around a 10,000-iteration
 //! alloc/free loop of the three sizes after warm-up.
 //!
+//! A third group runs the tensorzone pair in a zone that tracks its tensors
+//! (`track_tensors(true)`), the price of per-tensor records.
+//!
 //! Run: `cargo bench --bench pool`. With `TENSORZONE_BACKEND=cpu` (or no GPU
 //! adapter) the GPU groups are skipped with a printed reason.
 
@@ -91,6 +94,28 @@ fn bench_gpu(c: &mut Criterion, zone: &Zone) {
     let _ = device.poll(wgpu::PollType::wait_indefinitely());
 }
 
+/// The pair in a zone that tracks its tensors (`track_tensors(true)`: leak
+/// report with shapes, dtype breakdown, spill under a budget). Such a zone
+/// has no per-thread cache: each pair takes the pool's lock, and the tensor
+/// gets a registry entry on the way.
+fn bench_tracked(c: &mut Criterion, zone: &Zone, tag: &str) {
+    let mut g = c.benchmark_group(format!("pool_{tag}_tracked"));
+    g.sample_size(SAMPLES)
+        .measurement_time(MEASURE)
+        .warm_up_time(WARM_UP);
+    for (n, name) in SIZES {
+        g.throughput(Throughput::Elements(1));
+        drop(Tensor::<u8>::empty(zone, [n as usize], Location::Device).unwrap());
+        g.bench_function(BenchmarkId::new("tensorzone", name), |b| {
+            common::timed(b, &format!("{tag}/tracked/{name}"), || {
+                let t = Tensor::<u8>::empty(zone, [n as usize], Location::Device).unwrap();
+                drop(black_box(t));
+            })
+        });
+    }
+    g.finish();
+}
+
 fn bench_cpu(c: &mut Criterion, zone: &Zone) {
     bench_pool(c, zone, "cpu", ("vec_zeroed", "vec"), |n| {
         drop(black_box(vec![0u8; n as usize]));
@@ -148,8 +173,21 @@ fn main() {
 
     if let Ok(zone) = &gpu {
         bench_gpu(&mut c, zone);
+        let tracked = Zone::builder()
+            .backend(tensorzone::BackendChoice::Gpu)
+            .label("bench pool tracked")
+            .track_tensors(true)
+            .build()
+            .expect("a GPU zone was built above");
+        bench_tracked(&mut c, &tracked, "gpu");
     }
     bench_cpu(&mut c, &cpu);
+    let cpu_tracked = Zone::builder()
+        .backend(tensorzone::BackendChoice::Cpu)
+        .track_tensors(true)
+        .build()
+        .expect("the CPU backend is always there");
+    bench_tracked(&mut c, &cpu_tracked, "cpu");
     c.final_summary();
 
     // ----- summary --------------------------------------------------------------
@@ -199,6 +237,21 @@ fn main() {
                 fmt_ns(m),
                 p / m
             );
+        }
+    }
+    for (zone, peer) in [("gpu", "raw"), ("cpu", "vec")] {
+        for (_, name) in SIZES {
+            let tracked = common::median(&format!("{zone}/tracked/{name}"), SAMPLES);
+            let fast = common::median(&format!("{zone}/tensorzone/{name}"), SAMPLES);
+            let p = common::median(&format!("{zone}/{peer}/{name}"), SAMPLES);
+            if let (Some(t), Some(f), Some(p)) = (tracked, fast, p) {
+                eprintln!(
+                    "{zone} {name}, tracking zone: {} ({:.1}x the untracked pair; {:.1}x faster than the peer)",
+                    fmt_ns(t),
+                    t / f,
+                    p / t
+                );
+            }
         }
     }
     for l in &lines {

@@ -99,6 +99,13 @@ pub enum Error {
         /// The value found.
         value: String,
     },
+    /// `TENSORZONE_TRACK` holds a value other than `1`/`on`/`true` or
+    /// `0`/`off`/`false`.
+    #[error("TENSORZONE_TRACK={value:?}: expected 1, on, true, 0, off or false")]
+    InvalidTrackEnv {
+        /// The value found.
+        value: String,
+    },
     /// The call needs a GPU backend (e.g. a wgpu binding) and the zone runs on the CPU.
     #[error("{op} needs the GPU backend; this zone runs on the CPU")]
     NeedsGpu {

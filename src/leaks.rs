@@ -11,7 +11,8 @@ use crate::zone::{LeakHook, Zone};
 impl Zone {
     /// The tensors (owned and shared) and arenas alive now, oldest first,
     /// with label, dtype, shape and bytes. Empty unless the zone tracks
-    /// them ([`crate::ZoneBuilder::track_tensors`] or a device budget).
+    /// them ([`crate::ZoneBuilder::track_tensors`]: the default in debug
+    /// builds, and always with a device budget).
     ///
     /// ```
     /// use tensorzone::{BackendChoice, LeakKind, Location, Tensor, Zone};
@@ -48,7 +49,8 @@ impl Zone {
     }
 
     /// Whether the zone keeps an entry per tensor and arena
-    /// ([`crate::ZoneBuilder::track_tensors`], or a device budget).
+    /// ([`crate::ZoneBuilder::track_tensors`]: the default in debug builds,
+    /// and always with a device budget).
     pub fn tracks_tensors(&self) -> bool {
         self.inner.tracked
     }

@@ -33,7 +33,8 @@ pub use tier::small::SmallTensor;
 pub use trace::{Direction, Event, Tier, Trace, TraceEvent};
 pub use track::{Leak, LeakKind};
 pub use zone::{
-    BackendChoice, BackendInfo, BackendKind, DriverReport, LeakHook, Zone, ZoneBuilder, BACKEND_ENV,
+    BackendChoice, BackendInfo, BackendKind, DriverReport, LeakHook, Zone, ZoneBuilder,
+    BACKEND_ENV, TRACK_ENV,
 };
 
 pub use half::{bf16, f16};

@@ -332,8 +332,9 @@ pub struct ZoneStats {
     pub by_label: Vec<(String, HostDevice)>,
     /// Live owned and shared tensors by element type, most bytes first.
     /// Filled in zones that track tensors
-    /// ([`crate::ZoneBuilder::track_tensors`]); empty otherwise, where the
-    /// allocation fast path keeps no per-tensor record. A device tensor
+    /// ([`crate::ZoneBuilder::track_tensors`]: the default in debug
+    /// builds); empty otherwise, where the allocation fast path keeps no
+    /// per-tensor record. A device tensor
     /// made with `Tensor::empty` is counted from its first use.
     pub by_dtype: Vec<DTypeUsage>,
 }

@@ -18,6 +18,28 @@ pub(crate) static NEXT_ZONE_ID: std::sync::atomic::AtomicU64 = std::sync::atomic
 /// Environment variable that overrides the backend choice of every zone.
 pub const BACKEND_ENV: &str = "TENSORZONE_BACKEND";
 
+/// Environment variable that sets whether zones track their tensors
+/// ([`ZoneBuilder::track_tensors`]) when the builder does not say:
+/// `1`, `on` or `true`; `0`, `off` or `false`. Unset or empty: on in debug
+/// builds, off in release builds.
+pub const TRACK_ENV: &str = "TENSORZONE_TRACK";
+
+/// Whether a zone built without [`ZoneBuilder::track_tensors`] tracks its
+/// tensors: [`TRACK_ENV`], else whether this is a debug build.
+fn default_tracking() -> Result<bool> {
+    let bad = |value: String| Error::InvalidTrackEnv { value };
+    match std::env::var(TRACK_ENV) {
+        Err(std::env::VarError::NotPresent) => Ok(cfg!(debug_assertions)),
+        Err(std::env::VarError::NotUnicode(v)) => Err(bad(v.to_string_lossy().into_owned())),
+        Ok(v) => match v.trim().to_ascii_lowercase().as_str() {
+            "" => Ok(cfg!(debug_assertions)),
+            "1" | "on" | "true" => Ok(true),
+            "0" | "off" | "false" => Ok(false),
+            _ => Err(bad(v)),
+        },
+    }
+}
+
 const DEFAULT_SLAB_SIZE: u64 = 32 << 20;
 const DEFAULT_STAGING_IDLE_LIMIT: u64 = 256 << 20;
 const STAGING_MIN_SIZE: u64 = 64 << 10;
@@ -139,7 +161,8 @@ pub struct ZoneBuilder {
     limit: Option<u64>,
     staging_idle_limit: u64,
     power: wgpu::PowerPreference,
-    track: bool,
+    /// `None`: the default (see [`TRACK_ENV`]).
+    track: Option<bool>,
     spill: bool,
 }
 
@@ -152,7 +175,7 @@ impl Default for ZoneBuilder {
             limit: None,
             staging_idle_limit: DEFAULT_STAGING_IDLE_LIMIT,
             power: wgpu::PowerPreference::HighPerformance,
-            track: false,
+            track: None,
             spill: false,
         }
     }
@@ -223,17 +246,32 @@ impl ZoneBuilder {
     pub fn device_budget(mut self, bytes: u64) -> Self {
         self.limit = Some(bytes);
         self.spill = true;
-        self.track = true;
         self
     }
 
-    /// Tracks each owned tensor, shared tensor and arena, for
-    /// [`Zone::leaks`] and the report made when the zone's last handle is
-    /// dropped while they are alive (see [`Zone::set_leak_hook`]).
-    /// Each tensor then takes a registry entry (a heap allocation and a
-    /// lock) when it is made. Off by default; [`ZoneBuilder::device_budget`] turns it on.
+    /// Whether to track each owned tensor, shared tensor and arena, for
+    /// [`Zone::leaks`], the report made when the zone's last handle is
+    /// dropped while they are alive (see [`Zone::set_leak_hook`]), and
+    /// [`crate::ZoneStats::by_dtype`].
+    ///
+    /// Each tensor then takes a registry entry (a heap allocation and the
+    /// pool's lock) when it is made, and the zone keeps no per-thread cache
+    /// of freed ranges: pooled allocation and free cost several times what
+    /// they do untracked (`cargo bench --bench pool` prints both).
+    ///
+    /// Default: on in debug builds, off in release builds, unless
+    /// [`TRACK_ENV`] says otherwise. [`ZoneBuilder::device_budget`] turns it
+    /// on whatever this says (spilling needs the records).
+    ///
+    /// ```
+    /// use tensorzone::{BackendChoice, Zone};
+    /// let fast = Zone::builder().backend(BackendChoice::Cpu).track_tensors(false).build().unwrap();
+    /// assert!(!fast.tracks_tensors());
+    /// let audited = Zone::builder().backend(BackendChoice::Cpu).track_tensors(true).build().unwrap();
+    /// assert!(audited.tracks_tensors());
+    /// ```
     pub fn track_tensors(mut self, on: bool) -> Self {
-        self.track = on || self.spill;
+        self.track = Some(on);
         self
     }
 
@@ -252,10 +290,12 @@ impl ZoneBuilder {
 
     /// Opens the zone.
     ///
-    /// Errors: [`Error::InvalidBackendEnv`] for a bad [`BACKEND_ENV`];
+    /// Errors: [`Error::InvalidBackendEnv`] for a bad [`BACKEND_ENV`],
+    /// [`Error::InvalidTrackEnv`] for a bad [`TRACK_ENV`];
     /// [`Error::NoAdapter`] when a GPU is required and none can be opened.
     pub fn build(self) -> Result<Zone> {
         let choice = BackendChoice::from_env()?.unwrap_or(self.choice);
+        let track = self.tracks()?;
         let mut fallback = None;
         let backend = match choice {
             BackendChoice::Cpu => Backend::Cpu(CpuBackend),
@@ -268,10 +308,16 @@ impl ZoneBuilder {
                 }
             },
         };
-        Ok(self.assemble(backend, fallback))
+        Ok(self.assemble(backend, fallback, track))
     }
 
-    fn assemble(self, backend: Backend, fallback_reason: Option<String>) -> Zone {
+    /// Whether the zone will track its tensors: a budget needs it, else
+    /// [`ZoneBuilder::track_tensors`], else the default ([`TRACK_ENV`]).
+    fn tracks(&self) -> Result<bool> {
+        Ok(self.spill || self.track.map_or_else(default_tracking, Ok)?)
+    }
+
+    fn assemble(self, backend: Backend, fallback_reason: Option<String>, track: bool) -> Zone {
         let info = match &backend {
             Backend::Cpu(_) => BackendInfo {
                 kind: BackendKind::Cpu,
@@ -331,16 +377,16 @@ impl ZoneBuilder {
                 trim_epoch: std::sync::atomic::AtomicU64::new(0),
                 // A tracking zone registers each tensor on the pool's path,
                 // so it keeps no per-thread cache.
-                local_max_bytes: if self.track {
+                local_max_bytes: if track {
                     0
                 } else {
                     (slab_size / 8).min(MAGAZINE_MAX_BYTES)
                 },
-                local_max_range: if self.track { 0 } else { slab_size / 4 },
+                local_max_range: if track { 0 } else { slab_size / 4 },
                 started: std::time::Instant::now(),
                 recorder: Default::default(),
                 labels: Default::default(),
-                tracked: self.track,
+                tracked: track,
                 spill: self.spill,
                 tracking: Default::default(),
                 lru_clock: Default::default(),
@@ -679,9 +725,12 @@ impl Zone {
         ZoneBuilder::default()
     }
 
-    /// A zone on the CPU backend, whatever the environment says.
+    /// A zone on the CPU backend, whatever the environment says (an
+    /// unreadable [`TRACK_ENV`] leaves tracking at the build's default).
     pub fn cpu() -> Zone {
-        ZoneBuilder::default().assemble(Backend::Cpu(CpuBackend), None)
+        let b = ZoneBuilder::default();
+        let track = b.tracks().unwrap_or(cfg!(debug_assertions));
+        b.assemble(Backend::Cpu(CpuBackend), None, track)
     }
 
     /// What the zone runs on.

@@ -65,9 +65,12 @@ pub fn zones_with(builder: ZoneBuilder) -> Vec<Zone> {
     v
 }
 
-/// Every backend to test on, with default settings.
+/// Every backend to test on, with default settings but for tracking,
+/// which is off: these zones take the per-thread fast path that release
+/// builds take by default (tracking zones have tests of their own, and
+/// `tests/model.rs` runs on both).
 pub fn zones() -> Vec<Zone> {
-    zones_with(Zone::builder())
+    zones_with(Zone::builder().track_tensors(false))
 }
 
 use tensorzone::{CopyState, Residency};
