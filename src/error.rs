@@ -106,6 +106,15 @@ pub enum Error {
         /// The value found.
         value: String,
     },
+    /// A kernel argument it cannot take: a tensor rank it does not work
+    /// on, a size past its indexing, a parameter out of its range.
+    #[error("{op}: {detail}")]
+    InvalidArgument {
+        /// The kernel.
+        op: &'static str,
+        /// What is wrong.
+        detail: String,
+    },
     /// The call needs a GPU backend (e.g. a wgpu binding) and the zone runs on the CPU.
     #[error("{op} needs the GPU backend; this zone runs on the CPU")]
     NeedsGpu {

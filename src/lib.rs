@@ -7,6 +7,7 @@ mod backend;
 mod child;
 mod dtype;
 mod error;
+pub mod kernels;
 mod labels;
 mod leaks;
 mod local;

@@ -47,9 +47,176 @@ pub(crate) struct GpuBackend {
     scratch: Mutex<Option<wgpu::Buffer>>,
     /// Scratch buffers created, reported with the zone's device blocks.
     pub(crate) scratch_created: std::sync::atomic::AtomicU64,
+    /// Compute pipelines of `crate::kernels`, compiled on first use.
+    pipelines: Mutex<std::collections::HashMap<String, Arc<Pipeline>>>,
+    /// Pipelines compiled, for tests and reports.
+    pub(crate) pipelines_compiled: std::sync::atomic::AtomicU64,
+    /// The kernels' parameter buffer, made on the first kernel. Its lock
+    /// is held from writing a kernel's parameters to submitting it, so a
+    /// write lands in the queue right before the kernel that reads it.
+    params: Mutex<Option<wgpu::Buffer>>,
+}
+
+/// Bytes of the kernels' parameter buffer: the longest parameter list (a
+/// blur's 4 words and 129 weights) fits.
+pub(crate) const PARAMS_BYTES: u64 = 1024;
+
+/// A compiled compute pipeline and its bind group layout.
+pub(crate) struct Pipeline {
+    pub(crate) pipeline: wgpu::ComputePipeline,
+    pub(crate) layout: wgpu::BindGroupLayout,
 }
 
 impl GpuBackend {
+    /// The pipeline cached under `key`, compiled from `source()` (WGSL,
+    /// entry point `main`, group 0 holding `bindings` read-write storage
+    /// buffers) the first time.
+    ///
+    /// The layout is spelled out rather than derived from the shader: a
+    /// kernel that leaves a binding unused keeps its place in the group.
+    pub(crate) fn pipeline(
+        &self,
+        key: &str,
+        bindings: u32,
+        source: impl FnOnce() -> String,
+    ) -> Arc<Pipeline> {
+        let mut cache = self.pipelines.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(p) = cache.get(key) {
+            return Arc::clone(p);
+        }
+        let label = format!("tensorzone kernel {key}");
+        let module = self
+            .device
+            .create_shader_module(wgpu::ShaderModuleDescriptor {
+                label: Some(&label),
+                source: wgpu::ShaderSource::Wgsl(source().into()),
+            });
+        let entries: Vec<wgpu::BindGroupLayoutEntry> = (0..bindings)
+            .map(|binding| wgpu::BindGroupLayoutEntry {
+                binding,
+                visibility: wgpu::ShaderStages::COMPUTE,
+                ty: wgpu::BindingType::Buffer {
+                    ty: wgpu::BufferBindingType::Storage { read_only: false },
+                    has_dynamic_offset: false,
+                    min_binding_size: None,
+                },
+                count: None,
+            })
+            .collect();
+        let layout = self
+            .device
+            .create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+                label: Some(&label),
+                entries: &entries,
+            });
+        let pipeline_layout = self
+            .device
+            .create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+                label: Some(&label),
+                bind_group_layouts: &[Some(&layout)],
+                immediate_size: 0,
+            });
+        let pipeline = self
+            .device
+            .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(&label),
+                layout: Some(&pipeline_layout),
+                module: &module,
+                entry_point: Some("main"),
+                compilation_options: Default::default(),
+                cache: None,
+            });
+        let p = Arc::new(Pipeline { pipeline, layout });
+        cache.insert(key.to_string(), Arc::clone(&p));
+        self.pipelines_compiled.fetch_add(1, Ordering::Relaxed);
+        p
+    }
+
+    /// Runs `p` once over `bindings` (group 0, bindings 0, 1, … in order)
+    /// and the parameter buffer holding `params` (bound last), with
+    /// `groups` workgroups, submitted at once.
+    pub(crate) fn dispatch(
+        &self,
+        p: &Pipeline,
+        bindings: &[wgpu::BufferBinding<'_>],
+        params: &[u32],
+        groups: [u32; 3],
+    ) -> Result<()> {
+        self.check_alive()?;
+        if params.len() as u64 * 4 > PARAMS_BYTES {
+            return Err(Error::Backend {
+                detail: format!(
+                    "{} kernel parameters do not fit the parameter buffer",
+                    params.len()
+                ),
+            });
+        }
+        let mut held = self.params.lock().unwrap_or_else(|p| p.into_inner());
+        if held.is_none() {
+            let buffer = self
+                .create_buffer(
+                    PARAMS_BYTES,
+                    DEVICE_USAGE,
+                    "tensorzone kernel parameters (device)",
+                    false,
+                )
+                .map_err(|e| match e {
+                    CreateError::OutOfMemory(detail) => Error::OutOfMemory {
+                        requested: PARAMS_BYTES,
+                        reserved: 0,
+                        live: 0,
+                        cached: 0,
+                        largest_free: 0,
+                        limit: None,
+                        detail: format!("kernel parameter buffer: {detail}"),
+                    },
+                    CreateError::Other(e) => e,
+                })?;
+            self.scratch_created.fetch_add(1, Ordering::Relaxed);
+            *held = Some(buffer);
+        }
+        let Some(pbuf) = held.as_ref() else {
+            return Err(Error::Backend {
+                detail: "kernel parameter buffer missing".into(),
+            });
+        };
+        self.queue
+            .write_buffer(pbuf, 0, bytemuck::cast_slice(params));
+        let mut entries: Vec<wgpu::BindGroupEntry<'_>> = bindings
+            .iter()
+            .enumerate()
+            .map(|(i, b)| wgpu::BindGroupEntry {
+                binding: i as u32,
+                resource: wgpu::BindingResource::Buffer(b.clone()),
+            })
+            .collect();
+        entries.push(wgpu::BindGroupEntry {
+            binding: bindings.len() as u32,
+            resource: pbuf.as_entire_binding(),
+        });
+        let group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some("tensorzone kernel"),
+            layout: &p.layout,
+            entries: &entries,
+        });
+        let mut enc = self
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("tensorzone kernel"),
+            });
+        {
+            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some("tensorzone kernel"),
+                timestamp_writes: None,
+            });
+            pass.set_pipeline(&p.pipeline);
+            pass.set_bind_group(0, &group, &[]);
+            pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
+        }
+        self.queue.submit([enc.finish()]);
+        Ok(())
+    }
+
     /// Opens the best adapter wgpu finds, with all of its limits.
     pub(crate) fn open(power: wgpu::PowerPreference, label: &str) -> Result<GpuBackend> {
         let mut desc = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
@@ -110,6 +277,9 @@ impl GpuBackend {
             lost,
             scratch: Mutex::new(None),
             scratch_created: std::sync::atomic::AtomicU64::new(0),
+            pipelines: Default::default(),
+            params: Mutex::new(None),
+            pipelines_compiled: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -125,10 +295,12 @@ impl GpuBackend {
         Err(Error::DeviceLost { reason })
     }
 
-    /// Bytes of the scratch buffer (0 when none is held).
+    /// Bytes of the scratch and kernel parameter buffers (0 when none is
+    /// held): device memory outside the pools.
     pub(crate) fn scratch_bytes(&self) -> u64 {
         let scratch = self.scratch.lock().unwrap_or_else(|p| p.into_inner());
-        scratch.as_ref().map_or(0, |b| b.size())
+        let params = self.params.lock().unwrap_or_else(|p| p.into_inner());
+        scratch.as_ref().map_or(0, |b| b.size()) + params.as_ref().map_or(0, |b| b.size())
     }
 
     /// Drops the scratch buffer; returns its bytes. A later copy within one

@@ -215,7 +215,7 @@ fn gone() -> Error {
 impl<T: Element> SharedTensor<T> {
     /// Runs `f` on the tensor, under its lock, keeping the shared tier's
     /// byte counts in step with the copies it holds.
-    fn with<R>(&self, f: impl FnOnce(&mut Tensor<T>) -> Result<R>) -> Result<R> {
+    pub(crate) fn with<R>(&self, f: impl FnOnce(&mut Tensor<T>) -> Result<R>) -> Result<R> {
         let mut slot = self.inner.lock();
         slot.recount();
         let r = f(slot.tensor.as_mut().ok_or_else(gone)?);

@@ -209,6 +209,41 @@ pub(crate) fn binding<T: Element>(s: &mut impl Storage<T>) -> Result<wgpu::Buffe
         return Err(Error::NeedsGpu { op: "binding" });
     }
     sync_device(s)?;
+    bind(s)
+}
+
+/// A wgpu binding of the device storage for a kernel that overwrites every
+/// element: nothing is uploaded or cleared first.
+pub(crate) fn binding_for_write<T: Element>(
+    s: &mut impl Storage<T>,
+) -> Result<wgpu::BufferBinding<'_>> {
+    if s.zone().wgpu_device().is_none() {
+        return Err(Error::NeedsGpu { op: "binding" });
+    }
+    s.ensure_device()?;
+    bind(s)
+}
+
+/// Records that a kernel overwrote every element of the device copy.
+pub(crate) fn kernel_wrote_device<T: Element>(s: &mut impl Storage<T>) -> Result<()> {
+    let p = s.parts()?;
+    p.state.device_written();
+    Ok(())
+}
+
+/// Host storage for code that overwrites every element: nothing is
+/// downloaded first; the host copy is current afterwards.
+pub(crate) fn host_for_write<T: Element>(s: &mut impl Storage<T>) -> Result<&mut [T]> {
+    s.ensure_host()?;
+    let p = s.host_parts()?;
+    p.state.host_written();
+    p.host.ok_or(Error::NoDeviceCopy {
+        op: "host_for_write",
+    })
+}
+
+/// The binding of the device copy `s` has now.
+fn bind<T: Element>(s: &mut impl Storage<T>) -> Result<wgpu::BufferBinding<'_>> {
     let size = NonZeroU64::new(crate::backend::copy_len(s.byte_len()));
     let p = s.parts()?;
     let place = p.device.ok_or(Error::NoDeviceCopy { op: "binding" })?;

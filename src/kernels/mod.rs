@@ -1,0 +1,786 @@
+//! Compute kernels over tensors of any tier: WGSL on the GPU backend, the
+//! ndarray versions in [`reference`] on the CPU backend, one API for both.
+//!
+//! Each kernel reads its inputs where they are current (uploading once if
+//! the host copy is newer), overwrites its output, and leaves the output's
+//! written copy current: a device copy on the GPU (read it back with
+//! `to_vec`, or feed it to the next kernel with no transfer), a host copy
+//! on the CPU. Pipelines are compiled on a zone's first call of each kernel
+//! and cached with its device (child zones share them). Work is submitted
+//! at once and not waited for; a read back waits.
+//!
+//! ```
+//! use tensorzone::{Location, Tensor, Zone};
+//! let zone = Zone::new().unwrap(); // GPU when there is one, else CPU
+//! let k = zone.kernels();
+//! let mut a = Tensor::from_slice(&zone, [4], &[1.0f32, 2.0, 3.0, 4.0], Location::Device).unwrap();
+//! let mut b = Tensor::full(&zone, [4], 10.0f32, Location::Device).unwrap();
+//! let mut sum = Tensor::<f32>::empty(&zone, [4], Location::Device).unwrap();
+//! k.add(&mut a, &mut b, &mut sum).unwrap();
+//! let mut half = Tensor::<f32>::empty(&zone, [4], Location::Device).unwrap();
+//! k.scale(&mut sum, 0.5, &mut half).unwrap();
+//! assert_eq!(half.to_vec().unwrap(), [5.5, 6.0, 6.5, 7.0]);
+//! ```
+
+mod operand;
+pub mod reference;
+
+use ndarray::{ArrayView2, ArrayView3};
+
+pub use operand::{Input, Output};
+
+use crate::backend::gpu::GpuBackend;
+use crate::backend::Backend;
+use crate::dtype::Element;
+use crate::error::{Error, Result};
+use crate::residency::Location;
+use crate::shape::Shape;
+use crate::tier::owned::Tensor;
+use crate::zone::Zone;
+use operand::sealed::{In, Out};
+
+/// Element types of the arithmetic kernels: `f32`, `i32` and `u32`
+/// (integers wrap on overflow, as in WGSL).
+pub trait Numeric: Element + Copy {
+    /// The WGSL type name.
+    const WGSL: &'static str;
+    /// `self + o`.
+    fn add(self, o: Self) -> Self;
+    /// `self * o`.
+    fn mul(self, o: Self) -> Self;
+    /// `max(self, 0)`.
+    fn relu(self) -> Self;
+}
+
+impl Numeric for f32 {
+    const WGSL: &'static str = "f32";
+    fn add(self, o: f32) -> f32 {
+        self + o
+    }
+    fn mul(self, o: f32) -> f32 {
+        self * o
+    }
+    fn relu(self) -> f32 {
+        self.max(0.0)
+    }
+}
+
+impl Numeric for i32 {
+    const WGSL: &'static str = "i32";
+    fn add(self, o: i32) -> i32 {
+        self.wrapping_add(o)
+    }
+    fn mul(self, o: i32) -> i32 {
+        self.wrapping_mul(o)
+    }
+    fn relu(self) -> i32 {
+        self.max(0)
+    }
+}
+
+impl Numeric for u32 {
+    const WGSL: &'static str = "u32";
+    fn add(self, o: u32) -> u32 {
+        self.wrapping_add(o)
+    }
+    fn mul(self, o: u32) -> u32 {
+        self.wrapping_mul(o)
+    }
+    fn relu(self) -> u32 {
+        self
+    }
+}
+
+/// The kernels of one zone, from [`Zone::kernels`].
+#[derive(Clone, Copy)]
+pub struct Kernels<'z> {
+    zone: &'z Zone,
+}
+
+impl Zone {
+    /// The compute kernels on this zone's backend (see [`crate::kernels`]).
+    pub fn kernels(&self) -> Kernels<'_> {
+        Kernels { zone: self }
+    }
+
+    /// Kernel pipelines compiled on this zone's device so far (0 on the
+    /// CPU backend): each kernel and element type compiles once.
+    pub fn pipelines_compiled(&self) -> u64 {
+        match &*self.inner.backend {
+            Backend::Gpu(g) => g
+                .pipelines_compiled
+                .load(std::sync::atomic::Ordering::Relaxed),
+            Backend::Cpu(_) => 0,
+        }
+    }
+}
+
+const FILL: &str = include_str!("../../shaders/fill.wgsl");
+const ELEMENTWISE: &str = include_str!("../../shaders/elementwise.wgsl");
+const CAST: &str = include_str!("../../shaders/cast.wgsl");
+const MATMUL: &str = include_str!("../../shaders/matmul.wgsl");
+const GRAYSCALE: &str = include_str!("../../shaders/grayscale.wgsl");
+const BLUR: &str = include_str!("../../shaders/blur.wgsl");
+const SOBEL: &str = include_str!("../../shaders/sobel.wgsl");
+
+/// Workgroup width of the one-dimensional kernels.
+const WG: u64 = 256;
+/// Most workgroups per dispatch dimension (WebGPU's default limit).
+const MAX_GROUPS: u64 = 65_535;
+/// Widest blur the kernel takes: `ceil(3 sigma)` taps each side.
+const MAX_BLUR_RADIUS: usize = 64;
+
+/// Workgroups covering `n` invocations of a 256-wide kernel, spread over y
+/// when x runs out (the kernels index `x + y · width`).
+fn groups_1d(op: &'static str, n: u64) -> Result<[u32; 3]> {
+    let g = n.div_ceil(WG).max(1);
+    let (x, y) = if g <= MAX_GROUPS {
+        (g, 1)
+    } else {
+        (MAX_GROUPS, g.div_ceil(MAX_GROUPS))
+    };
+    if y > MAX_GROUPS {
+        return Err(too_big(op, n));
+    }
+    Ok([x as u32, y as u32, 1])
+}
+
+/// Workgroups covering an image of `w` × `h` with 16 × 16 workgroups.
+fn groups_2d(op: &'static str, w: usize, h: usize) -> Result<[u32; 3]> {
+    let (x, y) = ((w as u64).div_ceil(16), (h as u64).div_ceil(16));
+    if x > MAX_GROUPS || y > MAX_GROUPS {
+        return Err(too_big(op, (w * h) as u64));
+    }
+    Ok([x as u32, y as u32, 1])
+}
+
+fn too_big(op: &'static str, n: u64) -> Error {
+    Error::InvalidArgument {
+        op,
+        detail: format!("{n} elements are more than one dispatch covers"),
+    }
+}
+
+/// `n` as a kernel parameter.
+fn param(op: &'static str, n: usize) -> Result<u32> {
+    u32::try_from(n).map_err(|_| too_big(op, n as u64))
+}
+
+fn mismatch(left: &Shape, right: &Shape) -> Error {
+    Error::ShapeMismatch {
+        left: left.dims().to_vec(),
+        right: right.dims().to_vec(),
+    }
+}
+
+fn same_shape(left: &Shape, right: &Shape) -> Result<()> {
+    if left != right {
+        return Err(mismatch(left, right));
+    }
+    Ok(())
+}
+
+/// The dims of a tensor that must have `rank` of them.
+fn dims_of<'s>(op: &'static str, s: &'s Shape, rank: usize) -> Result<&'s [usize]> {
+    if s.dims().len() != rank {
+        return Err(Error::InvalidArgument {
+            op,
+            detail: format!("expects a tensor of rank {rank}, got shape {:?}", s.dims()),
+        });
+    }
+    Ok(s.dims())
+}
+
+/// Runs `f` on the host copy of `t` (for the CPU backend).
+fn host<T: Element, R>(t: &mut impl In<T>, f: impl FnOnce(&[T]) -> R) -> Result<R> {
+    t.with_host(f)
+}
+
+impl<'z> Kernels<'z> {
+    /// The GPU backend, or `None` on the CPU; fails unless every operand
+    /// is on this zone's device.
+    fn backend(&self, zones: &[Result<Zone>]) -> Result<Option<&'z GpuBackend>> {
+        for z in zones {
+            match z {
+                Ok(z) if z.same_device(self.zone) => {}
+                Ok(_) => return Err(Error::ZoneMismatch),
+                Err(e) => return Err(e.clone()),
+            }
+        }
+        Ok(match &*self.zone.inner.backend {
+            Backend::Gpu(g) => Some(g),
+            Backend::Cpu(_) => None,
+        })
+    }
+
+    /// Runs the cached pipeline `key` over `bindings` and the parameter
+    /// buffer holding `params` (bound last).
+    fn run(
+        &self,
+        g: &GpuBackend,
+        key: &str,
+        source: impl FnOnce() -> String,
+        bindings: &[wgpu::BufferBinding<'_>],
+        params: &[u32],
+        groups: [u32; 3],
+    ) -> Result<()> {
+        let pipeline = g.pipeline(key, bindings.len() as u32 + 1, source);
+        g.dispatch(&pipeline, bindings, params, groups)
+    }
+
+    /// Fills `out` with `value` (any element type).
+    ///
+    /// ```
+    /// use tensorzone::{Location, Tensor, Zone, f16};
+    /// let zone = Zone::new().unwrap();
+    /// let mut t = Tensor::<f16>::empty(&zone, [3], Location::Device).unwrap();
+    /// zone.kernels().fill(&mut t, f16::from_f32(1.5)).unwrap();
+    /// assert_eq!(t.to_vec().unwrap(), [f16::from_f32(1.5); 3]);
+    /// ```
+    pub fn fill<T: Element>(&self, out: &mut impl Output<T>, value: T) -> Result<()> {
+        let op = "fill";
+        match self.backend(&[out.zone_of()])? {
+            None => {
+                out.host_out()?.fill(value);
+                Ok(())
+            }
+            Some(g) => {
+                let bytes = out.shape_of().numel() * std::mem::size_of::<T>();
+                let pattern = word_pattern(bytemuck::bytes_of(&value));
+                let groups = groups_1d(op, bytes.div_ceil(4) as u64)?;
+                let o = out.device_out()?;
+                self.run(
+                    g,
+                    "fill",
+                    || FILL.into(),
+                    &[o],
+                    &[param(op, bytes)?, pattern],
+                    groups,
+                )?;
+                out.device_written()
+            }
+        }
+    }
+
+    /// Copies `src` into `dst` (same shape), element for element.
+    pub fn copy<T: Element>(
+        &self,
+        src: &mut impl Input<T>,
+        dst: &mut impl Output<T>,
+    ) -> Result<()> {
+        let op = "copy";
+        same_shape(src.shape_of(), dst.shape_of())?;
+        match self.backend(&[src.zone_of(), dst.zone_of()])? {
+            None => {
+                let d = dst.host_out()?;
+                host(src, |s| d.copy_from_slice(s))
+            }
+            Some(g) => {
+                let bytes = src.shape_of().numel() * std::mem::size_of::<T>();
+                let words = bytes.div_ceil(4);
+                let groups = groups_1d(op, words as u64)?;
+                let (s, d) = (src.device_in()?, dst.device_out()?);
+                let source = || cast_source("u32", "u32", "dst[i] = src[i];");
+                self.run(
+                    g,
+                    "copy",
+                    source,
+                    &[s, d],
+                    &[param(op, words)?, param(op, words)?],
+                    groups,
+                )?;
+                dst.device_written()
+            }
+        }
+    }
+
+    /// `out = a + b`, elementwise (same shapes).
+    pub fn add<T: Numeric>(
+        &self,
+        a: &mut impl Input<T>,
+        b: &mut impl Input<T>,
+        out: &mut impl Output<T>,
+    ) -> Result<()> {
+        self.binary("add", "a[i] + b[i]", a, b, out, reference::add)
+    }
+
+    /// `out = a * b`, elementwise (same shapes).
+    pub fn mul<T: Numeric>(
+        &self,
+        a: &mut impl Input<T>,
+        b: &mut impl Input<T>,
+        out: &mut impl Output<T>,
+    ) -> Result<()> {
+        self.binary("mul", "a[i] * b[i]", a, b, out, reference::mul)
+    }
+
+    /// `out = x + bias`, with `bias` (shape `[n]`) added to each row of `x`
+    /// (last dimension `n`).
+    pub fn bias_add<T: Numeric>(
+        &self,
+        x: &mut impl Input<T>,
+        bias: &mut impl Input<T>,
+        out: &mut impl Output<T>,
+    ) -> Result<()> {
+        let op = "bias_add";
+        let n = *x.shape_of().dims().last().unwrap_or(&0);
+        if bias.shape_of().dims() != [n] {
+            return Err(mismatch(x.shape_of(), bias.shape_of()));
+        }
+        same_shape(x.shape_of(), out.shape_of())?;
+        match self.backend(&[x.zone_of(), bias.zone_of(), out.zone_of()])? {
+            None => {
+                let o = out.host_out()?;
+                host(x, |x| host(bias, |b| reference::bias_add(x, b, o)))?
+            }
+            Some(g) => {
+                let len = x.shape_of().numel();
+                let params = [param(op, len)?, 0, param(op, n)?];
+                let (xb, bb, ob) = (x.device_in()?, bias.device_in()?, out.device_out()?);
+                let key = format!("{op}:{}", T::WGSL);
+                let source = || elementwise_source::<T>("a[i] + b[i % n]");
+                self.run(
+                    g,
+                    &key,
+                    source,
+                    &[xb, bb, ob],
+                    &params,
+                    groups_1d(op, len as u64)?,
+                )?;
+                out.device_written()
+            }
+        }
+    }
+
+    /// `out = a * s`, elementwise.
+    pub fn scale<T: Numeric>(
+        &self,
+        a: &mut impl Input<T>,
+        s: T,
+        out: &mut impl Output<T>,
+    ) -> Result<()> {
+        self.unary("scale", "a[i] * s", a, bits(s), out, |a, o| {
+            reference::scale(a, s, o)
+        })
+    }
+
+    /// `out = max(x, 0)`, elementwise.
+    pub fn relu<T: Numeric>(&self, x: &mut impl Input<T>, out: &mut impl Output<T>) -> Result<()> {
+        let zero = format!("max(a[i], {}(0))", T::WGSL);
+        self.unary("relu", &zero, x, 0, out, reference::relu)
+    }
+
+    fn binary<T: Numeric>(
+        &self,
+        op: &'static str,
+        expr: &str,
+        a: &mut impl Input<T>,
+        b: &mut impl Input<T>,
+        out: &mut impl Output<T>,
+        cpu: fn(&[T], &[T], &mut [T]),
+    ) -> Result<()> {
+        same_shape(a.shape_of(), b.shape_of())?;
+        same_shape(a.shape_of(), out.shape_of())?;
+        match self.backend(&[a.zone_of(), b.zone_of(), out.zone_of()])? {
+            None => {
+                let o = out.host_out()?;
+                host(a, |a| host(b, |b| cpu(a, b, o)))?
+            }
+            Some(g) => {
+                let len = a.shape_of().numel();
+                let params = [param(op, len)?, 0, 1];
+                let (ab, bb, ob) = (a.device_in()?, b.device_in()?, out.device_out()?);
+                let key = format!("{op}:{}", T::WGSL);
+                let source = || elementwise_source::<T>(expr);
+                self.run(
+                    g,
+                    &key,
+                    source,
+                    &[ab, bb, ob],
+                    &params,
+                    groups_1d(op, len as u64)?,
+                )?;
+                out.device_written()
+            }
+        }
+    }
+
+    fn unary<T: Numeric>(
+        &self,
+        op: &'static str,
+        expr: &str,
+        a: &mut impl Input<T>,
+        scalar: u32,
+        out: &mut impl Output<T>,
+        cpu: impl FnOnce(&[T], &mut [T]),
+    ) -> Result<()> {
+        same_shape(a.shape_of(), out.shape_of())?;
+        match self.backend(&[a.zone_of(), out.zone_of()])? {
+            None => {
+                let o = out.host_out()?;
+                host(a, |a| cpu(a, o))
+            }
+            Some(g) => {
+                let len = a.shape_of().numel();
+                let params = [param(op, len)?, scalar, 1];
+                let (ab, ob) = (a.device_in()?, out.device_out()?);
+                // The kernel has two inputs; a unary one binds `a` twice.
+                let bindings = [ab.clone(), ab, ob];
+                let key = format!("{op}:{}", T::WGSL);
+                let source = || elementwise_source::<T>(expr);
+                self.run(
+                    g,
+                    &key,
+                    source,
+                    &bindings,
+                    &params,
+                    groups_1d(op, len as u64)?,
+                )?;
+                out.device_written()
+            }
+        }
+    }
+
+    /// Bytes to floats in [0, 1] (`v / 255`), same shape.
+    pub fn u8_to_f32(&self, src: &mut impl Input<u8>, dst: &mut impl Output<f32>) -> Result<()> {
+        let body = "dst[i] = f32((src[i / 4u] >> ((i % 4u) * 8u)) & 0xffu) / 255.0;";
+        self.cast(
+            "u8_to_f32",
+            ("u32", "f32", body),
+            1,
+            src,
+            dst,
+            reference::u8_to_f32,
+        )
+    }
+
+    /// Floats in [0, 1] to bytes (`round(v · 255)`, ties to even, clamped
+    /// to [0, 255]), same shape.
+    pub fn f32_to_u8(&self, src: &mut impl Input<f32>, dst: &mut impl Output<u8>) -> Result<()> {
+        let body = "var w = 0u;
+    for (var k = 0u; k < 4u; k = k + 1u) {
+        let e = i * 4u + k;
+        if (e < len) {
+            let v = u32(clamp(round(src[e] * 255.0), 0.0, 255.0));
+            w = w | (v << (k * 8u));
+        }
+    }
+    dst[i] = w;";
+        self.cast(
+            "f32_to_u8",
+            ("f32", "u32", body),
+            4,
+            src,
+            dst,
+            reference::f32_to_u8,
+        )
+    }
+
+    /// `f32` to `f16`, same shape. Runs on every adapter: it packs pairs
+    /// with WGSL's `pack2x16float` and needs no `SHADER_F16`.
+    pub fn f32_to_f16(
+        &self,
+        src: &mut impl Input<f32>,
+        dst: &mut impl Output<half::f16>,
+    ) -> Result<()> {
+        let body = "let e = i * 2u;
+    var hi = 0.0;
+    if (e + 1u < len) {
+        hi = src[e + 1u];
+    }
+    dst[i] = pack2x16float(vec2<f32>(src[e], hi));";
+        self.cast(
+            "f32_to_f16",
+            ("f32", "u32", body),
+            2,
+            src,
+            dst,
+            reference::f32_to_f16,
+        )
+    }
+
+    /// `f16` to `f32` (exact), same shape; needs no `SHADER_F16`.
+    pub fn f16_to_f32(
+        &self,
+        src: &mut impl Input<half::f16>,
+        dst: &mut impl Output<f32>,
+    ) -> Result<()> {
+        let body = "dst[i] = unpack2x16float(src[i / 2u])[i % 2u];";
+        self.cast(
+            "f16_to_f32",
+            ("u32", "f32", body),
+            1,
+            src,
+            dst,
+            reference::f16_to_f32,
+        )
+    }
+
+    /// A cast whose invocations each write one output word holding `per`
+    /// output elements (`per` 1 for `f32` outputs).
+    fn cast<S: Element, D: Element>(
+        &self,
+        op: &'static str,
+        (src_ty, dst_ty, body): (&str, &str, &str),
+        per: usize,
+        src: &mut impl Input<S>,
+        dst: &mut impl Output<D>,
+        cpu: fn(&[S], &mut [D]),
+    ) -> Result<()> {
+        if src.shape_of() != dst.shape_of() {
+            return Err(mismatch(src.shape_of(), dst.shape_of()));
+        }
+        match self.backend(&[src.zone_of(), dst.zone_of()])? {
+            None => {
+                let d = dst.host_out()?;
+                host(src, |s| cpu(s, d))
+            }
+            Some(g) => {
+                let len = src.shape_of().numel();
+                let words = len.div_ceil(per);
+                let params = [param(op, words)?, param(op, len)?];
+                let (s, d) = (src.device_in()?, dst.device_out()?);
+                let source = || cast_source(src_ty, dst_ty, body);
+                self.run(
+                    g,
+                    op,
+                    source,
+                    &[s, d],
+                    &params,
+                    groups_1d(op, words as u64)?,
+                )?;
+                dst.device_written()
+            }
+        }
+    }
+
+    /// `c = a · b` for `a` of shape `[m, k]`, `b` of `[k, n]` and `c` of
+    /// `[m, n]`, in `f32` (16 × 16 tiles in workgroup memory on the GPU).
+    ///
+    /// ```
+    /// use tensorzone::{Location, Tensor, Zone};
+    /// let zone = Zone::new().unwrap();
+    /// let mut a = Tensor::from_slice(&zone, [2, 3], &[1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0], Location::Device).unwrap();
+    /// let mut b = Tensor::from_slice(&zone, [3, 1], &[1.0f32, 0.0, -1.0], Location::Device).unwrap();
+    /// let mut c = Tensor::<f32>::empty(&zone, [2, 1], Location::Device).unwrap();
+    /// zone.kernels().matmul(&mut a, &mut b, &mut c).unwrap();
+    /// assert_eq!(c.to_vec().unwrap(), [-2.0, -2.0]);
+    /// ```
+    pub fn matmul(
+        &self,
+        a: &mut impl Input<f32>,
+        b: &mut impl Input<f32>,
+        c: &mut impl Output<f32>,
+    ) -> Result<()> {
+        let op = "matmul";
+        let (m, k) = match dims_of(op, a.shape_of(), 2)? {
+            &[m, k] => (m, k),
+            _ => unreachable!("rank checked"),
+        };
+        let n = match dims_of(op, b.shape_of(), 2)? {
+            &[kb, n] if kb == k => n,
+            _ => return Err(mismatch(a.shape_of(), b.shape_of())),
+        };
+        if c.shape_of().dims() != [m, n] {
+            return Err(mismatch(&Shape::new(&[m, n])?, c.shape_of()));
+        }
+        match self.backend(&[a.zone_of(), b.zone_of(), c.zone_of()])? {
+            None => {
+                let o = c.host_out()?;
+                let r = host(a, |a| {
+                    host(b, |b| {
+                        let a = ArrayView2::from_shape((m, k), a).map_err(nd)?;
+                        let b = ArrayView2::from_shape((k, n), b).map_err(nd)?;
+                        Ok::<_, Error>(reference::matmul(a, b))
+                    })
+                })???;
+                o.copy_from_slice(r.as_slice().ok_or_else(|| nd("not contiguous"))?);
+                Ok(())
+            }
+            Some(g) => {
+                let params = [param(op, m)?, param(op, k)?, param(op, n)?];
+                let groups = groups_2d(op, n, m)?;
+                let (ab, bb, cb) = (a.device_in()?, b.device_in()?, c.device_out()?);
+                self.run(g, op, || MATMUL.into(), &[ab, bb, cb], &params, groups)?;
+                c.device_written()
+            }
+        }
+    }
+
+    /// RGBA bytes of shape `[height, width, 4]` to luma in [0, 1] of shape
+    /// `[height, width]` (`0.299 R + 0.587 G + 0.114 B`).
+    pub fn grayscale(&self, rgba: &mut impl Input<u8>, gray: &mut impl Output<f32>) -> Result<()> {
+        let op = "grayscale";
+        let (h, w) = match dims_of(op, rgba.shape_of(), 3)? {
+            &[h, w, 4] => (h, w),
+            _ => {
+                return Err(Error::InvalidArgument {
+                    op,
+                    detail: format!(
+                        "expects RGBA of shape [height, width, 4], got {:?}",
+                        rgba.shape_of().dims()
+                    ),
+                })
+            }
+        };
+        if gray.shape_of().dims() != [h, w] {
+            return Err(mismatch(rgba.shape_of(), gray.shape_of()));
+        }
+        match self.backend(&[rgba.zone_of(), gray.zone_of()])? {
+            None => {
+                let o = gray.host_out()?;
+                let r = host(rgba, |p| {
+                    ArrayView3::from_shape((h, w, 4), p).map(reference::grayscale)
+                })?
+                .map_err(nd)?;
+                o.copy_from_slice(r.as_slice().ok_or_else(|| nd("not contiguous"))?);
+                Ok(())
+            }
+            Some(g) => {
+                let pixels = h * w;
+                let params = [param(op, pixels)?];
+                let (s, d) = (rgba.device_in()?, gray.device_out()?);
+                self.run(
+                    g,
+                    op,
+                    || GRAYSCALE.into(),
+                    &[s, d],
+                    &params,
+                    groups_1d(op, pixels as u64)?,
+                )?;
+                gray.device_written()
+            }
+        }
+    }
+
+    /// Separable Gaussian blur of an `f32` image `[height, width]` into
+    /// `dst` (same shape): weights [`reference::gaussian_weights`]`(sigma)`,
+    /// along rows then columns, edges clamped. `sigma` must be positive
+    /// and at most 21 (64 taps each side). The pass between goes through a
+    /// temporary tensor from the zone's pool.
+    pub fn gaussian_blur(
+        &self,
+        src: &mut impl Input<f32>,
+        dst: &mut impl Output<f32>,
+        sigma: f32,
+    ) -> Result<()> {
+        let op = "gaussian_blur";
+        let (h, w) = match dims_of(op, src.shape_of(), 2)? {
+            &[h, w] => (h, w),
+            _ => unreachable!("rank checked"),
+        };
+        same_shape(src.shape_of(), dst.shape_of())?;
+        let weights = blur_weights(sigma)?;
+        match self.backend(&[src.zone_of(), dst.zone_of()])? {
+            None => {
+                let o = dst.host_out()?;
+                let r = host(src, |s| {
+                    ArrayView2::from_shape((h, w), s).map(|s| reference::gaussian_blur(s, sigma))
+                })?
+                .map_err(nd)?;
+                o.copy_from_slice(r.as_slice().ok_or_else(|| nd("not contiguous"))?);
+                Ok(())
+            }
+            Some(g) => {
+                let groups = groups_2d(op, w, h)?;
+                let mut params = vec![param(op, w)?, param(op, h)?, (weights.len() / 2) as u32, 0];
+                params.extend(weights.iter().map(|w| w.to_bits()));
+                let mut tmp = Tensor::<f32>::empty(self.zone, [h, w], Location::Device)?;
+                let (s, t) = (src.device_in()?, sync_out(&mut tmp)?);
+                self.run(g, op, || BLUR.into(), &[s, t], &params, groups)?;
+                params[3] = 1;
+                let (t, d) = (tmp.binding()?, dst.device_out()?);
+                self.run(g, op, || BLUR.into(), &[t, d], &params, groups)?;
+                dst.device_written()
+            }
+        }
+    }
+
+    /// Sobel gradient magnitude of an `f32` image `[height, width]` into
+    /// `dst` (same shape), edges clamped.
+    pub fn sobel(&self, src: &mut impl Input<f32>, dst: &mut impl Output<f32>) -> Result<()> {
+        let op = "sobel";
+        let (h, w) = match dims_of(op, src.shape_of(), 2)? {
+            &[h, w] => (h, w),
+            _ => unreachable!("rank checked"),
+        };
+        same_shape(src.shape_of(), dst.shape_of())?;
+        match self.backend(&[src.zone_of(), dst.zone_of()])? {
+            None => {
+                let o = dst.host_out()?;
+                let r = host(src, |s| {
+                    ArrayView2::from_shape((h, w), s).map(reference::sobel)
+                })?
+                .map_err(nd)?;
+                o.copy_from_slice(r.as_slice().ok_or_else(|| nd("not contiguous"))?);
+                Ok(())
+            }
+            Some(g) => {
+                let params = [param(op, w)?, param(op, h)?];
+                let (s, d) = (src.device_in()?, dst.device_out()?);
+                self.run(
+                    g,
+                    op,
+                    || SOBEL.into(),
+                    &[s, d],
+                    &params,
+                    groups_2d(op, w, h)?,
+                )?;
+                dst.device_written()
+            }
+        }
+    }
+}
+
+/// The blur kernel's weights for `sigma`, checked.
+fn blur_weights(sigma: f32) -> Result<ndarray::Array1<f32>> {
+    let max_sigma = MAX_BLUR_RADIUS as f32 / 3.0;
+    if !(sigma > 0.0 && sigma <= max_sigma) {
+        return Err(Error::InvalidArgument {
+            op: "gaussian_blur",
+            detail: format!("sigma {sigma} is not in (0, {max_sigma}]"),
+        });
+    }
+    Ok(reference::gaussian_weights(sigma))
+}
+
+/// The temporary of a two-pass kernel, bound for writing: marked written
+/// first, since the first pass fills it before the second reads it.
+fn sync_out(t: &mut Tensor<f32>) -> Result<wgpu::BufferBinding<'_>> {
+    t.device_written()?;
+    t.device_out()
+}
+
+fn nd(e: impl std::fmt::Display) -> Error {
+    Error::Backend {
+        detail: format!("ndarray: {e}"),
+    }
+}
+
+/// `value`'s bytes repeated to fill a 32-bit word.
+fn word_pattern(bytes: &[u8]) -> u32 {
+    let mut w = [0u8; 4];
+    for (i, b) in w.iter_mut().enumerate() {
+        *b = bytes[i % bytes.len()];
+    }
+    u32::from_le_bytes(w)
+}
+
+/// A 32-bit element's bits, as the elementwise kernel takes its scalar.
+fn bits<T: Numeric>(v: T) -> u32 {
+    let mut w = [0u8; 4];
+    w.copy_from_slice(bytemuck::bytes_of(&v));
+    u32::from_le_bytes(w)
+}
+
+fn elementwise_source<T: Numeric>(expr: &str) -> String {
+    ELEMENTWISE
+        .replace("{{ELEM}}", T::WGSL)
+        .replace("{{EXPR}}", expr)
+}
+
+fn cast_source(src: &str, dst: &str, body: &str) -> String {
+    CAST.replace("{{SRC}}", src)
+        .replace("{{DST}}", dst)
+        .replace("{{BODY}}", body)
+}

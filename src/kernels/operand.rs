@@ -1,0 +1,105 @@
+//! What kernels take: any tier's tensor as an input, owned and arena
+//! tensors as outputs. The traits are sealed; their methods are the
+//! residency steps a kernel needs on each backend.
+
+use crate::dtype::Element;
+use crate::error::Result;
+use crate::shape::Shape;
+use crate::tier::arena::ArenaTensor;
+use crate::tier::owned::Tensor;
+use crate::tier::shared::SharedTensor;
+use crate::tier::sync::{self, Storage};
+use crate::zone::Zone;
+
+/// A tensor a kernel reads: a [`Tensor`], an [`ArenaTensor`] or a
+/// [`SharedTensor`]. Its device copy is made current first on the GPU
+/// backend, its host copy on the CPU backend.
+pub trait Input<T: Element>: sealed::In<T> {}
+
+/// A tensor a kernel writes: a [`Tensor`] or an [`ArenaTensor`]. The
+/// kernel overwrites every element; afterwards the copy it wrote (device on
+/// the GPU backend, host on the CPU backend) is the current one.
+pub trait Output<T: Element>: Input<T> + sealed::Out<T> {}
+
+pub(crate) mod sealed {
+    use super::*;
+
+    /// The steps a kernel takes on an input.
+    pub trait In<T: Element> {
+        /// The tensor's zone.
+        fn zone_of(&self) -> Result<Zone>;
+        /// The tensor's shape.
+        fn shape_of(&self) -> &Shape;
+        /// A binding of the device copy, made current first.
+        fn device_in(&mut self) -> Result<wgpu::BufferBinding<'_>>;
+        /// Runs `f` on the host copy, made current first.
+        fn with_host<R>(&mut self, f: impl FnOnce(&[T]) -> R) -> Result<R>;
+    }
+
+    /// The steps a kernel takes on an output.
+    pub trait Out<T: Element>: In<T> {
+        /// A binding of device storage for the kernel to overwrite: nothing
+        /// is uploaded first.
+        fn device_out(&mut self) -> Result<wgpu::BufferBinding<'_>>;
+        /// Records that the kernel wrote the device copy.
+        fn device_written(&mut self) -> Result<()>;
+        /// Host storage to overwrite (nothing is downloaded first); the
+        /// host copy is current and the device copy stale afterwards.
+        fn host_out(&mut self) -> Result<&mut [T]>;
+    }
+}
+
+/// `In` for a tier with a [`Storage`] impl.
+macro_rules! storage_operand {
+    ($ty:ty) => {
+        impl<T: Element> sealed::In<T> for $ty {
+            fn zone_of(&self) -> Result<Zone> {
+                Ok(Storage::zone(self).clone())
+            }
+            fn shape_of(&self) -> &Shape {
+                Storage::shape(self)
+            }
+            fn device_in(&mut self) -> Result<wgpu::BufferBinding<'_>> {
+                sync::binding(self)
+            }
+            fn with_host<R>(&mut self, f: impl FnOnce(&[T]) -> R) -> Result<R> {
+                Ok(f(sync::as_slice(self)?))
+            }
+        }
+
+        impl<T: Element> sealed::Out<T> for $ty {
+            fn device_out(&mut self) -> Result<wgpu::BufferBinding<'_>> {
+                sync::binding_for_write(self)
+            }
+            fn device_written(&mut self) -> Result<()> {
+                sync::kernel_wrote_device(self)
+            }
+            fn host_out(&mut self) -> Result<&mut [T]> {
+                sync::host_for_write(self)
+            }
+        }
+
+        impl<T: Element> Input<T> for $ty {}
+        impl<T: Element> Output<T> for $ty {}
+    };
+}
+
+storage_operand!(Tensor<T>);
+storage_operand!(ArenaTensor<'_, T>);
+
+impl<T: Element> sealed::In<T> for SharedTensor<T> {
+    fn zone_of(&self) -> Result<Zone> {
+        self.with(|t| Ok(t.zone().clone()))
+    }
+    fn shape_of(&self) -> &Shape {
+        self.shape()
+    }
+    fn device_in(&mut self) -> Result<wgpu::BufferBinding<'_>> {
+        self.binding()
+    }
+    fn with_host<R>(&mut self, f: impl FnOnce(&[T]) -> R) -> Result<R> {
+        Ok(f(&self.read()?))
+    }
+}
+
+impl<T: Element> Input<T> for SharedTensor<T> {}
