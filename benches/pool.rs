@@ -246,7 +246,7 @@ fn main() {
             let p = common::median(&format!("{zone}/{peer}/{name}"), SAMPLES);
             if let (Some(t), Some(f), Some(p)) = (tracked, fast, p) {
                 eprintln!(
-                    "{zone} {name}, tracking zone: {} ({:.1}x the untracked pair; {:.1}x faster than the peer)",
+                    "{zone} {name}, tracking zone: {} ({:.1}x the untracked pair; peer / tracked = {:.1}x)",
                     fmt_ns(t),
                     t / f,
                     p / t
