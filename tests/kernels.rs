@@ -438,3 +438,41 @@ fn tensors_of_another_device_are_refused() {
     a_zone.kernels().add(&mut a, &mut c, &mut o).unwrap();
     assert_eq!(o.to_vec().unwrap(), [4.0, 6.0]);
 }
+
+/// The frame pipeline of `examples/frames.rs` (pinned upload → grayscale →
+/// blur → Sobel → bytes), every temporary in one arena: the GPU's image is
+/// the CPU's within one level of 255.
+#[test]
+fn the_frame_pipeline_gives_the_same_image_on_both_backends() {
+    let (h, w) = (37, 53);
+    let rgba: Vec<u8> = (0..h * w * 4).map(|i| ((i * 37) ^ (i / 7)) as u8).collect();
+    let mut images = Vec::new();
+    for zone in common::zones() {
+        let k = zone.kernels();
+        let arena = zone.arena();
+        let mut pinned = zone.pinned::<u8>(h * w * 4).unwrap();
+        pinned.write(0, &rgba).unwrap();
+        let mut input = arena.empty::<u8>([h, w, 4], Location::Device).unwrap();
+        input.upload_pinned(pinned).unwrap();
+        let mut gray = arena.empty::<f32>([h, w], Location::Device).unwrap();
+        let mut tmp = arena.empty::<f32>([h, w], Location::Device).unwrap();
+        let mut blurred = arena.empty::<f32>([h, w], Location::Device).unwrap();
+        let mut edges = arena.empty::<f32>([h, w], Location::Device).unwrap();
+        let mut scaled = arena.empty::<f32>([h, w], Location::Device).unwrap();
+        let mut out = arena.empty::<u8>([h, w], Location::Device).unwrap();
+        k.grayscale(&mut input, &mut gray).unwrap();
+        k.gaussian_blur_via(&mut gray, &mut tmp, &mut blurred, 1.2)
+            .unwrap();
+        k.sobel(&mut blurred, &mut edges).unwrap();
+        k.scale(&mut edges, 0.25, &mut scaled).unwrap();
+        k.f32_to_u8(&mut scaled, &mut out).unwrap();
+        images.push(out.to_vec().unwrap());
+    }
+    let first = &images[0];
+    assert!(first.iter().any(|&v| v > 10), "an image with edges");
+    for other in &images[1..] {
+        for (i, (a, b)) in first.iter().zip(other).enumerate() {
+            assert!(a.abs_diff(*b) <= 1, "pixel {i}: {a} against {b}");
+        }
+    }
+}

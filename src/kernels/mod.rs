@@ -37,7 +37,7 @@ use crate::residency::Location;
 use crate::shape::Shape;
 use crate::tier::owned::Tensor;
 use crate::zone::Zone;
-use operand::sealed::{In, Out};
+use operand::sealed::In;
 
 /// Element types of the arithmetic kernels: `f32`, `i32` and `u32`
 /// (integers wrap on overflow, as in WGSL).
@@ -193,7 +193,7 @@ fn dims_of<'s>(op: &'static str, s: &'s Shape, rank: usize) -> Result<&'s [usize
 
 /// Runs `f` on the host copy of `t` (for the CPU backend).
 fn host<T: Element, R>(t: &mut impl In<T>, f: impl FnOnce(&[T]) -> R) -> Result<R> {
-    t.with_host(f)
+    t.operand_host_in(f)
 }
 
 impl<'z> Kernels<'z> {
@@ -239,16 +239,16 @@ impl<'z> Kernels<'z> {
     /// ```
     pub fn fill<T: Element>(&self, out: &mut impl Output<T>, value: T) -> Result<()> {
         let op = "fill";
-        match self.backend(&[out.zone_of()])? {
+        match self.backend(&[out.operand_zone()])? {
             None => {
-                out.host_out()?.fill(value);
+                out.operand_host_out()?.fill(value);
                 Ok(())
             }
             Some(g) => {
-                let bytes = out.shape_of().numel() * std::mem::size_of::<T>();
+                let bytes = out.operand_shape().numel() * std::mem::size_of::<T>();
                 let pattern = word_pattern(bytemuck::bytes_of(&value));
                 let groups = groups_1d(op, bytes.div_ceil(4) as u64)?;
-                let o = out.device_out()?;
+                let o = out.operand_device_out()?;
                 self.run(
                     g,
                     "fill",
@@ -257,7 +257,7 @@ impl<'z> Kernels<'z> {
                     &[param(op, bytes)?, pattern],
                     groups,
                 )?;
-                out.device_written()
+                out.operand_device_written()
             }
         }
     }
@@ -269,17 +269,17 @@ impl<'z> Kernels<'z> {
         dst: &mut impl Output<T>,
     ) -> Result<()> {
         let op = "copy";
-        same_shape(src.shape_of(), dst.shape_of())?;
-        match self.backend(&[src.zone_of(), dst.zone_of()])? {
+        same_shape(src.operand_shape(), dst.operand_shape())?;
+        match self.backend(&[src.operand_zone(), dst.operand_zone()])? {
             None => {
-                let d = dst.host_out()?;
+                let d = dst.operand_host_out()?;
                 host(src, |s| d.copy_from_slice(s))
             }
             Some(g) => {
-                let bytes = src.shape_of().numel() * std::mem::size_of::<T>();
+                let bytes = src.operand_shape().numel() * std::mem::size_of::<T>();
                 let words = bytes.div_ceil(4);
                 let groups = groups_1d(op, words as u64)?;
-                let (s, d) = (src.device_in()?, dst.device_out()?);
+                let (s, d) = (src.operand_device_in()?, dst.operand_device_out()?);
                 let source = || cast_source("u32", "u32", "dst[i] = src[i];");
                 self.run(
                     g,
@@ -289,7 +289,7 @@ impl<'z> Kernels<'z> {
                     &[param(op, words)?, param(op, words)?],
                     groups,
                 )?;
-                dst.device_written()
+                dst.operand_device_written()
             }
         }
     }
@@ -323,20 +323,20 @@ impl<'z> Kernels<'z> {
         out: &mut impl Output<T>,
     ) -> Result<()> {
         let op = "bias_add";
-        let n = *x.shape_of().dims().last().unwrap_or(&0);
-        if bias.shape_of().dims() != [n] {
-            return Err(mismatch(x.shape_of(), bias.shape_of()));
+        let n = *x.operand_shape().dims().last().unwrap_or(&0);
+        if bias.operand_shape().dims() != [n] {
+            return Err(mismatch(x.operand_shape(), bias.operand_shape()));
         }
-        same_shape(x.shape_of(), out.shape_of())?;
-        match self.backend(&[x.zone_of(), bias.zone_of(), out.zone_of()])? {
+        same_shape(x.operand_shape(), out.operand_shape())?;
+        match self.backend(&[x.operand_zone(), bias.operand_zone(), out.operand_zone()])? {
             None => {
-                let o = out.host_out()?;
+                let o = out.operand_host_out()?;
                 host(x, |x| host(bias, |b| reference::bias_add(x, b, o)))?
             }
             Some(g) => {
-                let len = x.shape_of().numel();
+                let len = x.operand_shape().numel();
                 let params = [param(op, len)?, 0, param(op, n)?];
-                let (xb, bb, ob) = (x.device_in()?, bias.device_in()?, out.device_out()?);
+                let (xb, bb, ob) = (x.operand_device_in()?, bias.operand_device_in()?, out.operand_device_out()?);
                 let key = format!("{op}:{}", T::WGSL);
                 let source = || elementwise_source::<T>("a[i] + b[i % n]");
                 self.run(
@@ -347,7 +347,7 @@ impl<'z> Kernels<'z> {
                     &params,
                     groups_1d(op, len as u64)?,
                 )?;
-                out.device_written()
+                out.operand_device_written()
             }
         }
     }
@@ -379,17 +379,17 @@ impl<'z> Kernels<'z> {
         out: &mut impl Output<T>,
         cpu: fn(&[T], &[T], &mut [T]),
     ) -> Result<()> {
-        same_shape(a.shape_of(), b.shape_of())?;
-        same_shape(a.shape_of(), out.shape_of())?;
-        match self.backend(&[a.zone_of(), b.zone_of(), out.zone_of()])? {
+        same_shape(a.operand_shape(), b.operand_shape())?;
+        same_shape(a.operand_shape(), out.operand_shape())?;
+        match self.backend(&[a.operand_zone(), b.operand_zone(), out.operand_zone()])? {
             None => {
-                let o = out.host_out()?;
+                let o = out.operand_host_out()?;
                 host(a, |a| host(b, |b| cpu(a, b, o)))?
             }
             Some(g) => {
-                let len = a.shape_of().numel();
+                let len = a.operand_shape().numel();
                 let params = [param(op, len)?, 0, 1];
-                let (ab, bb, ob) = (a.device_in()?, b.device_in()?, out.device_out()?);
+                let (ab, bb, ob) = (a.operand_device_in()?, b.operand_device_in()?, out.operand_device_out()?);
                 let key = format!("{op}:{}", T::WGSL);
                 let source = || elementwise_source::<T>(expr);
                 self.run(
@@ -400,7 +400,7 @@ impl<'z> Kernels<'z> {
                     &params,
                     groups_1d(op, len as u64)?,
                 )?;
-                out.device_written()
+                out.operand_device_written()
             }
         }
     }
@@ -414,16 +414,16 @@ impl<'z> Kernels<'z> {
         out: &mut impl Output<T>,
         cpu: impl FnOnce(&[T], &mut [T]),
     ) -> Result<()> {
-        same_shape(a.shape_of(), out.shape_of())?;
-        match self.backend(&[a.zone_of(), out.zone_of()])? {
+        same_shape(a.operand_shape(), out.operand_shape())?;
+        match self.backend(&[a.operand_zone(), out.operand_zone()])? {
             None => {
-                let o = out.host_out()?;
+                let o = out.operand_host_out()?;
                 host(a, |a| cpu(a, o))
             }
             Some(g) => {
-                let len = a.shape_of().numel();
+                let len = a.operand_shape().numel();
                 let params = [param(op, len)?, scalar, 1];
-                let (ab, ob) = (a.device_in()?, out.device_out()?);
+                let (ab, ob) = (a.operand_device_in()?, out.operand_device_out()?);
                 // The kernel has two inputs; a unary one binds `a` twice.
                 let bindings = [ab.clone(), ab, ob];
                 let key = format!("{op}:{}", T::WGSL);
@@ -436,7 +436,7 @@ impl<'z> Kernels<'z> {
                     &params,
                     groups_1d(op, len as u64)?,
                 )?;
-                out.device_written()
+                out.operand_device_written()
             }
         }
     }
@@ -527,19 +527,19 @@ impl<'z> Kernels<'z> {
         dst: &mut impl Output<D>,
         cpu: fn(&[S], &mut [D]),
     ) -> Result<()> {
-        if src.shape_of() != dst.shape_of() {
-            return Err(mismatch(src.shape_of(), dst.shape_of()));
+        if src.operand_shape() != dst.operand_shape() {
+            return Err(mismatch(src.operand_shape(), dst.operand_shape()));
         }
-        match self.backend(&[src.zone_of(), dst.zone_of()])? {
+        match self.backend(&[src.operand_zone(), dst.operand_zone()])? {
             None => {
-                let d = dst.host_out()?;
+                let d = dst.operand_host_out()?;
                 host(src, |s| cpu(s, d))
             }
             Some(g) => {
-                let len = src.shape_of().numel();
+                let len = src.operand_shape().numel();
                 let words = len.div_ceil(per);
                 let params = [param(op, words)?, param(op, len)?];
-                let (s, d) = (src.device_in()?, dst.device_out()?);
+                let (s, d) = (src.operand_device_in()?, dst.operand_device_out()?);
                 let source = || cast_source(src_ty, dst_ty, body);
                 self.run(
                     g,
@@ -549,7 +549,7 @@ impl<'z> Kernels<'z> {
                     &params,
                     groups_1d(op, words as u64)?,
                 )?;
-                dst.device_written()
+                dst.operand_device_written()
             }
         }
     }
@@ -573,20 +573,20 @@ impl<'z> Kernels<'z> {
         c: &mut impl Output<f32>,
     ) -> Result<()> {
         let op = "matmul";
-        let (m, k) = match dims_of(op, a.shape_of(), 2)? {
+        let (m, k) = match dims_of(op, a.operand_shape(), 2)? {
             &[m, k] => (m, k),
             _ => unreachable!("rank checked"),
         };
-        let n = match dims_of(op, b.shape_of(), 2)? {
+        let n = match dims_of(op, b.operand_shape(), 2)? {
             &[kb, n] if kb == k => n,
-            _ => return Err(mismatch(a.shape_of(), b.shape_of())),
+            _ => return Err(mismatch(a.operand_shape(), b.operand_shape())),
         };
-        if c.shape_of().dims() != [m, n] {
-            return Err(mismatch(&Shape::new(&[m, n])?, c.shape_of()));
+        if c.operand_shape().dims() != [m, n] {
+            return Err(mismatch(&Shape::new(&[m, n])?, c.operand_shape()));
         }
-        match self.backend(&[a.zone_of(), b.zone_of(), c.zone_of()])? {
+        match self.backend(&[a.operand_zone(), b.operand_zone(), c.operand_zone()])? {
             None => {
-                let o = c.host_out()?;
+                let o = c.operand_host_out()?;
                 let r = host(a, |a| {
                     host(b, |b| {
                         let a = ArrayView2::from_shape((m, k), a).map_err(nd)?;
@@ -600,9 +600,9 @@ impl<'z> Kernels<'z> {
             Some(g) => {
                 let params = [param(op, m)?, param(op, k)?, param(op, n)?];
                 let groups = groups_2d(op, n, m)?;
-                let (ab, bb, cb) = (a.device_in()?, b.device_in()?, c.device_out()?);
+                let (ab, bb, cb) = (a.operand_device_in()?, b.operand_device_in()?, c.operand_device_out()?);
                 self.run(g, op, || MATMUL.into(), &[ab, bb, cb], &params, groups)?;
-                c.device_written()
+                c.operand_device_written()
             }
         }
     }
@@ -611,24 +611,24 @@ impl<'z> Kernels<'z> {
     /// `[height, width]` (`0.299 R + 0.587 G + 0.114 B`).
     pub fn grayscale(&self, rgba: &mut impl Input<u8>, gray: &mut impl Output<f32>) -> Result<()> {
         let op = "grayscale";
-        let (h, w) = match dims_of(op, rgba.shape_of(), 3)? {
+        let (h, w) = match dims_of(op, rgba.operand_shape(), 3)? {
             &[h, w, 4] => (h, w),
             _ => {
                 return Err(Error::InvalidArgument {
                     op,
                     detail: format!(
                         "expects RGBA of shape [height, width, 4], got {:?}",
-                        rgba.shape_of().dims()
+                        rgba.operand_shape().dims()
                     ),
                 })
             }
         };
-        if gray.shape_of().dims() != [h, w] {
-            return Err(mismatch(rgba.shape_of(), gray.shape_of()));
+        if gray.operand_shape().dims() != [h, w] {
+            return Err(mismatch(rgba.operand_shape(), gray.operand_shape()));
         }
-        match self.backend(&[rgba.zone_of(), gray.zone_of()])? {
+        match self.backend(&[rgba.operand_zone(), gray.operand_zone()])? {
             None => {
-                let o = gray.host_out()?;
+                let o = gray.operand_host_out()?;
                 let r = host(rgba, |p| {
                     ArrayView3::from_shape((h, w, 4), p).map(reference::grayscale)
                 })?
@@ -639,7 +639,7 @@ impl<'z> Kernels<'z> {
             Some(g) => {
                 let pixels = h * w;
                 let params = [param(op, pixels)?];
-                let (s, d) = (rgba.device_in()?, gray.device_out()?);
+                let (s, d) = (rgba.operand_device_in()?, gray.operand_device_out()?);
                 self.run(
                     g,
                     op,
@@ -648,7 +648,7 @@ impl<'z> Kernels<'z> {
                     &params,
                     groups_1d(op, pixels as u64)?,
                 )?;
-                gray.device_written()
+                gray.operand_device_written()
             }
         }
     }
@@ -657,23 +657,69 @@ impl<'z> Kernels<'z> {
     /// `dst` (same shape): weights [`reference::gaussian_weights`]`(sigma)`,
     /// along rows then columns, edges clamped. `sigma` must be positive
     /// and at most 21 (64 taps each side). The pass between goes through a
-    /// temporary tensor from the zone's pool.
+    /// temporary tensor from the zone's pool; [`Kernels::gaussian_blur_via`]
+    /// takes one of yours (an arena's, say).
     pub fn gaussian_blur(
         &self,
         src: &mut impl Input<f32>,
         dst: &mut impl Output<f32>,
         sigma: f32,
     ) -> Result<()> {
+        let dims = src.operand_shape().dims().to_vec();
+        match self.backend(&[src.operand_zone()])? {
+            None => self.blur(src, None::<&mut Tensor<f32>>, dst, sigma),
+            Some(_) => {
+                let mut tmp = Tensor::<f32>::empty(self.zone, dims, Location::Device)?;
+                self.blur(src, Some(&mut tmp), dst, sigma)
+            }
+        }
+    }
+
+    /// [`Kernels::gaussian_blur`] with the pass between written to `tmp`
+    /// (same shape; its contents are overwritten).
+    ///
+    /// ```
+    /// use tensorzone::{Location, Tensor, Zone};
+    /// let zone = Zone::new().unwrap();
+    /// let arena = zone.arena();
+    /// let mut img = arena.from_slice([3, 3], &[0.0f32, 0.0, 0.0, 0.0, 9.0, 0.0, 0.0, 0.0, 0.0], Location::Device).unwrap();
+    /// let mut tmp = arena.empty::<f32>([3, 3], Location::Device).unwrap();
+    /// let mut out = arena.empty::<f32>([3, 3], Location::Device).unwrap();
+    /// zone.kernels().gaussian_blur_via(&mut img, &mut tmp, &mut out, 0.8).unwrap();
+    /// let v = out.to_vec().unwrap();
+    /// assert!(v[4] < 9.0 && v[4] > v[1] && v[1] > v[0] && v[0] > 0.0);
+    /// ```
+    pub fn gaussian_blur_via(
+        &self,
+        src: &mut impl Input<f32>,
+        tmp: &mut impl Output<f32>,
+        dst: &mut impl Output<f32>,
+        sigma: f32,
+    ) -> Result<()> {
+        same_shape(src.operand_shape(), tmp.operand_shape())?;
+        self.blur(src, Some(tmp), dst, sigma)
+    }
+
+    fn blur(
+        &self,
+        src: &mut impl Input<f32>,
+        tmp: Option<&mut impl Output<f32>>,
+        dst: &mut impl Output<f32>,
+        sigma: f32,
+    ) -> Result<()> {
         let op = "gaussian_blur";
-        let (h, w) = match dims_of(op, src.shape_of(), 2)? {
+        let (h, w) = match dims_of(op, src.operand_shape(), 2)? {
             &[h, w] => (h, w),
             _ => unreachable!("rank checked"),
         };
-        same_shape(src.shape_of(), dst.shape_of())?;
+        same_shape(src.operand_shape(), dst.operand_shape())?;
         let weights = blur_weights(sigma)?;
-        match self.backend(&[src.zone_of(), dst.zone_of()])? {
-            None => {
-                let o = dst.host_out()?;
+        let tmp_zone = tmp.as_ref().map(|t| t.operand_zone());
+        let mut zones = vec![src.operand_zone(), dst.operand_zone()];
+        zones.extend(tmp_zone);
+        match (self.backend(&zones)?, tmp) {
+            (None, _) => {
+                let o = dst.operand_host_out()?;
                 let r = host(src, |s| {
                     ArrayView2::from_shape((h, w), s).map(|s| reference::gaussian_blur(s, sigma))
                 })?
@@ -681,17 +727,25 @@ impl<'z> Kernels<'z> {
                 o.copy_from_slice(r.as_slice().ok_or_else(|| nd("not contiguous"))?);
                 Ok(())
             }
-            Some(g) => {
+            (Some(_), None) => Err(Error::InvalidArgument {
+                op,
+                detail: "the GPU blur needs a temporary".into(),
+            }),
+            (Some(g), Some(tmp)) => {
                 let groups = groups_2d(op, w, h)?;
                 let mut params = vec![param(op, w)?, param(op, h)?, (weights.len() / 2) as u32, 0];
                 params.extend(weights.iter().map(|w| w.to_bits()));
-                let mut tmp = Tensor::<f32>::empty(self.zone, [h, w], Location::Device)?;
-                let (s, t) = (src.device_in()?, sync_out(&mut tmp)?);
-                self.run(g, op, || BLUR.into(), &[s, t], &params, groups)?;
+                let radius = weights.len() / 2;
+                let key = format!("{op}:r{radius}");
+                let source = || blur_source(&weights);
+                let (s, t) = (src.operand_device_in()?, tmp.operand_device_out()?);
+                self.run(g, &key, source, &[s, t], &params, groups)?;
+                // Written by the first pass: the second reads it as is.
+                tmp.operand_device_written()?;
                 params[3] = 1;
-                let (t, d) = (tmp.binding()?, dst.device_out()?);
-                self.run(g, op, || BLUR.into(), &[t, d], &params, groups)?;
-                dst.device_written()
+                let (t, d) = (tmp.operand_device_in()?, dst.operand_device_out()?);
+                self.run(g, &key, source, &[t, d], &params, groups)?;
+                dst.operand_device_written()
             }
         }
     }
@@ -700,14 +754,14 @@ impl<'z> Kernels<'z> {
     /// `dst` (same shape), edges clamped.
     pub fn sobel(&self, src: &mut impl Input<f32>, dst: &mut impl Output<f32>) -> Result<()> {
         let op = "sobel";
-        let (h, w) = match dims_of(op, src.shape_of(), 2)? {
+        let (h, w) = match dims_of(op, src.operand_shape(), 2)? {
             &[h, w] => (h, w),
             _ => unreachable!("rank checked"),
         };
-        same_shape(src.shape_of(), dst.shape_of())?;
-        match self.backend(&[src.zone_of(), dst.zone_of()])? {
+        same_shape(src.operand_shape(), dst.operand_shape())?;
+        match self.backend(&[src.operand_zone(), dst.operand_zone()])? {
             None => {
-                let o = dst.host_out()?;
+                let o = dst.operand_host_out()?;
                 let r = host(src, |s| {
                     ArrayView2::from_shape((h, w), s).map(reference::sobel)
                 })?
@@ -717,7 +771,7 @@ impl<'z> Kernels<'z> {
             }
             Some(g) => {
                 let params = [param(op, w)?, param(op, h)?];
-                let (s, d) = (src.device_in()?, dst.device_out()?);
+                let (s, d) = (src.operand_device_in()?, dst.operand_device_out()?);
                 self.run(
                     g,
                     op,
@@ -726,7 +780,7 @@ impl<'z> Kernels<'z> {
                     &params,
                     groups_2d(op, w, h)?,
                 )?;
-                dst.device_written()
+                dst.operand_device_written()
             }
         }
     }
@@ -742,13 +796,6 @@ fn blur_weights(sigma: f32) -> Result<ndarray::Array1<f32>> {
         });
     }
     Ok(reference::gaussian_weights(sigma))
-}
-
-/// The temporary of a two-pass kernel, bound for writing: marked written
-/// first, since the first pass fills it before the second reads it.
-fn sync_out(t: &mut Tensor<f32>) -> Result<wgpu::BufferBinding<'_>> {
-    t.device_written()?;
-    t.device_out()
 }
 
 fn nd(e: impl std::fmt::Display) -> Error {
@@ -771,6 +818,25 @@ fn bits<T: Numeric>(v: T) -> u32 {
     let mut w = [0u8; 4];
     w.copy_from_slice(bytemuck::bytes_of(&v));
     u32::from_le_bytes(w)
+}
+
+/// The blur kernel for `weights`: each pass's taps written out as one sum,
+/// weights as exact constants, in the reference's order.
+fn blur_source(weights: &ndarray::Array1<f32>) -> String {
+    let r = weights.len() / 2;
+    let wt = |t: usize| format!("bitcast<f32>({}u)", weights[t].to_bits());
+    let interior: Vec<String> = (0..weights.len())
+        .map(|t| format!("{} * src[start + {t}u * step]", wt(t)))
+        .collect();
+    let clamped: Vec<String> = (0..weights.len())
+        .map(|t| {
+            let d = t as i64 - r as i64;
+            format!("{} * px(xi + dx * {d}, yi + dy * {d}, wi, hi)", wt(t))
+        })
+        .collect();
+    BLUR.replace("{{RADIUS}}", &r.to_string())
+        .replace("{{TAPS_INTERIOR}}", &interior.join(" + "))
+        .replace("{{TAPS_CLAMPED}}", &clamped.join(" + "))
 }
 
 fn elementwise_source<T: Numeric>(expr: &str) -> String {

@@ -27,25 +27,25 @@ pub(crate) mod sealed {
     /// The steps a kernel takes on an input.
     pub trait In<T: Element> {
         /// The tensor's zone.
-        fn zone_of(&self) -> Result<Zone>;
+        fn operand_zone(&self) -> Result<Zone>;
         /// The tensor's shape.
-        fn shape_of(&self) -> &Shape;
+        fn operand_shape(&self) -> &Shape;
         /// A binding of the device copy, made current first.
-        fn device_in(&mut self) -> Result<wgpu::BufferBinding<'_>>;
+        fn operand_device_in(&mut self) -> Result<wgpu::BufferBinding<'_>>;
         /// Runs `f` on the host copy, made current first.
-        fn with_host<R>(&mut self, f: impl FnOnce(&[T]) -> R) -> Result<R>;
+        fn operand_host_in<R>(&mut self, f: impl FnOnce(&[T]) -> R) -> Result<R>;
     }
 
     /// The steps a kernel takes on an output.
     pub trait Out<T: Element>: In<T> {
         /// A binding of device storage for the kernel to overwrite: nothing
         /// is uploaded first.
-        fn device_out(&mut self) -> Result<wgpu::BufferBinding<'_>>;
+        fn operand_device_out(&mut self) -> Result<wgpu::BufferBinding<'_>>;
         /// Records that the kernel wrote the device copy.
-        fn device_written(&mut self) -> Result<()>;
+        fn operand_device_written(&mut self) -> Result<()>;
         /// Host storage to overwrite (nothing is downloaded first); the
         /// host copy is current and the device copy stale afterwards.
-        fn host_out(&mut self) -> Result<&mut [T]>;
+        fn operand_host_out(&mut self) -> Result<&mut [T]>;
     }
 }
 
@@ -53,28 +53,28 @@ pub(crate) mod sealed {
 macro_rules! storage_operand {
     ($ty:ty) => {
         impl<T: Element> sealed::In<T> for $ty {
-            fn zone_of(&self) -> Result<Zone> {
+            fn operand_zone(&self) -> Result<Zone> {
                 Ok(Storage::zone(self).clone())
             }
-            fn shape_of(&self) -> &Shape {
+            fn operand_shape(&self) -> &Shape {
                 Storage::shape(self)
             }
-            fn device_in(&mut self) -> Result<wgpu::BufferBinding<'_>> {
+            fn operand_device_in(&mut self) -> Result<wgpu::BufferBinding<'_>> {
                 sync::binding(self)
             }
-            fn with_host<R>(&mut self, f: impl FnOnce(&[T]) -> R) -> Result<R> {
+            fn operand_host_in<R>(&mut self, f: impl FnOnce(&[T]) -> R) -> Result<R> {
                 Ok(f(sync::as_slice(self)?))
             }
         }
 
         impl<T: Element> sealed::Out<T> for $ty {
-            fn device_out(&mut self) -> Result<wgpu::BufferBinding<'_>> {
+            fn operand_device_out(&mut self) -> Result<wgpu::BufferBinding<'_>> {
                 sync::binding_for_write(self)
             }
-            fn device_written(&mut self) -> Result<()> {
+            fn operand_device_written(&mut self) -> Result<()> {
                 sync::kernel_wrote_device(self)
             }
-            fn host_out(&mut self) -> Result<&mut [T]> {
+            fn operand_host_out(&mut self) -> Result<&mut [T]> {
                 sync::host_for_write(self)
             }
         }
@@ -88,16 +88,16 @@ storage_operand!(Tensor<T>);
 storage_operand!(ArenaTensor<'_, T>);
 
 impl<T: Element> sealed::In<T> for SharedTensor<T> {
-    fn zone_of(&self) -> Result<Zone> {
+    fn operand_zone(&self) -> Result<Zone> {
         self.with(|t| Ok(t.zone().clone()))
     }
-    fn shape_of(&self) -> &Shape {
+    fn operand_shape(&self) -> &Shape {
         self.shape()
     }
-    fn device_in(&mut self) -> Result<wgpu::BufferBinding<'_>> {
+    fn operand_device_in(&mut self) -> Result<wgpu::BufferBinding<'_>> {
         self.binding()
     }
-    fn with_host<R>(&mut self, f: impl FnOnce(&[T]) -> R) -> Result<R> {
+    fn operand_host_in<R>(&mut self, f: impl FnOnce(&[T]) -> R) -> Result<R> {
         Ok(f(&self.read()?))
     }
 }

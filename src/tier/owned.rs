@@ -451,24 +451,6 @@ impl<T: Element> Tensor<T> {
 
     // ----- device access ---------------------------------------------------
 
-    /// Overwrites the device copy from a pinned buffer (one staging→device
-    /// copy); the host copy becomes stale.
-    pub fn upload_pinned(&mut self, pinned: PinnedBuffer<T>) -> Result<()> {
-        check_len(&self.shape, pinned.len())?;
-        if !pinned.zone().same_device(&self.zone) {
-            return Err(Error::ZoneMismatch);
-        }
-        self.ensure_device()?;
-        let len = self.byte_len();
-        let p = self.parts()?;
-        let place = p.device.ok_or(Error::NoDeviceCopy {
-            op: "upload_pinned",
-        })?;
-        p.zone.upload_staging(pinned.into_staging(), place, len)?;
-        p.state.device_written();
-        Ok(())
-    }
-
     /// A wgpu binding of the device copy (made current first) for your own
     /// kernels. The binding's size is the byte length rounded up to 4. If a
     /// kernel writes through it, call [`Tensor::mark_device_written`].

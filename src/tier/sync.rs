@@ -187,6 +187,27 @@ pub(crate) fn write_device<T: Element>(s: &mut impl Storage<T>, data: &[T]) -> R
     Ok(())
 }
 
+/// Overwrites the device copy from a pinned buffer (one staging→device
+/// copy); the host copy becomes stale.
+pub(crate) fn upload_pinned<T: Element>(
+    s: &mut impl Storage<T>,
+    pinned: crate::PinnedBuffer<T>,
+) -> Result<()> {
+    check_len(s.shape(), pinned.len())?;
+    if !pinned.zone().same_device(s.zone()) {
+        return Err(Error::ZoneMismatch);
+    }
+    s.ensure_device()?;
+    let len = s.byte_len();
+    let p = s.parts()?;
+    let place = p.device.ok_or(Error::NoDeviceCopy {
+        op: "upload_pinned",
+    })?;
+    p.zone.upload_staging(pinned.into_staging(), place, len)?;
+    p.state.device_written();
+    Ok(())
+}
+
 /// Records a device-side write, clearing never-written device bytes first.
 pub(crate) fn mark_device_written<T: Element>(s: &mut impl Storage<T>) -> Result<()> {
     let len = s.byte_len();
@@ -358,6 +379,18 @@ macro_rules! residency_api {
         /// host copy kept current); the host copy becomes stale.
         pub fn write_device(&mut self, data: &[T]) -> $crate::Result<()> {
             $crate::tier::sync::write_device(self, data)
+        }
+
+        /// Overwrites the device copy from a pinned buffer written in place
+        /// (one staging→device copy, no other host copy); the host copy
+        /// becomes stale.
+        ///
+        /// Errors: [`Error::LengthMismatch`](crate::Error::LengthMismatch)
+        /// when the buffer's length is not the tensor's,
+        /// [`Error::ZoneMismatch`](crate::Error::ZoneMismatch) for a buffer
+        /// of another device.
+        pub fn upload_pinned(&mut self, pinned: $crate::PinnedBuffer<T>) -> $crate::Result<()> {
+            $crate::tier::sync::upload_pinned(self, pinned)
         }
 
         /// Records that device work wrote the device copy: the host copy is
