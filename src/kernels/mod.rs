@@ -123,6 +123,52 @@ const GRAYSCALE: &str = include_str!("../../shaders/grayscale.wgsl");
 const BLUR: &str = include_str!("../../shaders/blur.wgsl");
 const SOBEL: &str = include_str!("../../shaders/sobel.wgsl");
 
+/// Each cast's (source type, destination type, body) in `cast.wgsl`.
+const U8_TO_F32: (&str, &str, &str) = (
+    "u32",
+    "f32",
+    "dst[i] = f32((src[i / 4u] >> ((i % 4u) * 8u)) & 0xffu) / 255.0;",
+);
+const F32_TO_U8: (&str, &str, &str) = (
+    "f32",
+    "u32",
+    "var w = 0u;
+    for (var k = 0u; k < 4u; k = k + 1u) {
+        let e = i * 4u + k;
+        if (e < len) {
+            let v = u32(clamp(round(src[e] * 255.0), 0.0, 255.0));
+            w = w | (v << (k * 8u));
+        }
+    }
+    dst[i] = w;",
+);
+const F32_TO_F16: (&str, &str, &str) = (
+    "f32",
+    "u32",
+    "let e = i * 2u;
+    var hi = 0.0;
+    if (e + 1u < len) {
+        hi = src[e + 1u];
+    }
+    dst[i] = pack2x16float(vec2<f32>(src[e], hi));",
+);
+const F16_TO_F32: (&str, &str, &str) = (
+    "u32",
+    "f32",
+    "dst[i] = unpack2x16float(src[i / 2u])[i % 2u];",
+);
+const COPY_WORDS: (&str, &str, &str) = ("u32", "u32", "dst[i] = src[i];");
+/// The elementwise kernels' expressions in `elementwise.wgsl`.
+const ADD: &str = "a[i] + b[i]";
+const MUL: &str = "a[i] * b[i]";
+const SCALE: &str = "a[i] * s";
+const BIAS_ADD: &str = "a[i] + b[i % n]";
+
+/// `max(a[i], 0)` for `T`.
+fn relu_expr<T: Numeric>() -> String {
+    format!("max(a[i], {}(0))", T::WGSL)
+}
+
 /// Workgroup width of the one-dimensional kernels.
 const WG: u64 = 256;
 /// Most workgroups per dispatch dimension (WebGPU's default limit).
@@ -280,7 +326,7 @@ impl<'z> Kernels<'z> {
                 let words = bytes.div_ceil(4);
                 let groups = groups_1d(op, words as u64)?;
                 let (s, d) = (src.operand_device_in()?, dst.operand_device_out()?);
-                let source = || cast_source("u32", "u32", "dst[i] = src[i];");
+                let source = || cast_source(COPY_WORDS);
                 self.run(
                     g,
                     "copy",
@@ -301,7 +347,7 @@ impl<'z> Kernels<'z> {
         b: &mut impl Input<T>,
         out: &mut impl Output<T>,
     ) -> Result<()> {
-        self.binary("add", "a[i] + b[i]", a, b, out, reference::add)
+        self.binary("add", ADD, a, b, out, reference::add)
     }
 
     /// `out = a * b`, elementwise (same shapes).
@@ -311,7 +357,7 @@ impl<'z> Kernels<'z> {
         b: &mut impl Input<T>,
         out: &mut impl Output<T>,
     ) -> Result<()> {
-        self.binary("mul", "a[i] * b[i]", a, b, out, reference::mul)
+        self.binary("mul", MUL, a, b, out, reference::mul)
     }
 
     /// `out = x + bias`, with `bias` (shape `[n]`) added to each row of `x`
@@ -336,9 +382,13 @@ impl<'z> Kernels<'z> {
             Some(g) => {
                 let len = x.operand_shape().numel();
                 let params = [param(op, len)?, 0, param(op, n)?];
-                let (xb, bb, ob) = (x.operand_device_in()?, bias.operand_device_in()?, out.operand_device_out()?);
+                let (xb, bb, ob) = (
+                    x.operand_device_in()?,
+                    bias.operand_device_in()?,
+                    out.operand_device_out()?,
+                );
                 let key = format!("{op}:{}", T::WGSL);
-                let source = || elementwise_source::<T>("a[i] + b[i % n]");
+                let source = || elementwise_source::<T>(BIAS_ADD);
                 self.run(
                     g,
                     &key,
@@ -359,15 +409,14 @@ impl<'z> Kernels<'z> {
         s: T,
         out: &mut impl Output<T>,
     ) -> Result<()> {
-        self.unary("scale", "a[i] * s", a, bits(s), out, |a, o| {
+        self.unary("scale", SCALE, a, bits(s), out, |a, o| {
             reference::scale(a, s, o)
         })
     }
 
     /// `out = max(x, 0)`, elementwise.
     pub fn relu<T: Numeric>(&self, x: &mut impl Input<T>, out: &mut impl Output<T>) -> Result<()> {
-        let zero = format!("max(a[i], {}(0))", T::WGSL);
-        self.unary("relu", &zero, x, 0, out, reference::relu)
+        self.unary("relu", &relu_expr::<T>(), x, 0, out, reference::relu)
     }
 
     fn binary<T: Numeric>(
@@ -389,7 +438,11 @@ impl<'z> Kernels<'z> {
             Some(g) => {
                 let len = a.operand_shape().numel();
                 let params = [param(op, len)?, 0, 1];
-                let (ab, bb, ob) = (a.operand_device_in()?, b.operand_device_in()?, out.operand_device_out()?);
+                let (ab, bb, ob) = (
+                    a.operand_device_in()?,
+                    b.operand_device_in()?,
+                    out.operand_device_out()?,
+                );
                 let key = format!("{op}:{}", T::WGSL);
                 let source = || elementwise_source::<T>(expr);
                 self.run(
@@ -443,37 +496,13 @@ impl<'z> Kernels<'z> {
 
     /// Bytes to floats in [0, 1] (`v / 255`), same shape.
     pub fn u8_to_f32(&self, src: &mut impl Input<u8>, dst: &mut impl Output<f32>) -> Result<()> {
-        let body = "dst[i] = f32((src[i / 4u] >> ((i % 4u) * 8u)) & 0xffu) / 255.0;";
-        self.cast(
-            "u8_to_f32",
-            ("u32", "f32", body),
-            1,
-            src,
-            dst,
-            reference::u8_to_f32,
-        )
+        self.cast("u8_to_f32", U8_TO_F32, 1, src, dst, reference::u8_to_f32)
     }
 
     /// Floats in [0, 1] to bytes (`round(v · 255)`, ties to even, clamped
     /// to [0, 255]), same shape.
     pub fn f32_to_u8(&self, src: &mut impl Input<f32>, dst: &mut impl Output<u8>) -> Result<()> {
-        let body = "var w = 0u;
-    for (var k = 0u; k < 4u; k = k + 1u) {
-        let e = i * 4u + k;
-        if (e < len) {
-            let v = u32(clamp(round(src[e] * 255.0), 0.0, 255.0));
-            w = w | (v << (k * 8u));
-        }
-    }
-    dst[i] = w;";
-        self.cast(
-            "f32_to_u8",
-            ("f32", "u32", body),
-            4,
-            src,
-            dst,
-            reference::f32_to_u8,
-        )
+        self.cast("f32_to_u8", F32_TO_U8, 4, src, dst, reference::f32_to_u8)
     }
 
     /// `f32` to `f16`, same shape. Runs on every adapter: it packs pairs
@@ -483,20 +512,7 @@ impl<'z> Kernels<'z> {
         src: &mut impl Input<f32>,
         dst: &mut impl Output<half::f16>,
     ) -> Result<()> {
-        let body = "let e = i * 2u;
-    var hi = 0.0;
-    if (e + 1u < len) {
-        hi = src[e + 1u];
-    }
-    dst[i] = pack2x16float(vec2<f32>(src[e], hi));";
-        self.cast(
-            "f32_to_f16",
-            ("f32", "u32", body),
-            2,
-            src,
-            dst,
-            reference::f32_to_f16,
-        )
+        self.cast("f32_to_f16", F32_TO_F16, 2, src, dst, reference::f32_to_f16)
     }
 
     /// `f16` to `f32` (exact), same shape; needs no `SHADER_F16`.
@@ -505,15 +521,7 @@ impl<'z> Kernels<'z> {
         src: &mut impl Input<half::f16>,
         dst: &mut impl Output<f32>,
     ) -> Result<()> {
-        let body = "dst[i] = unpack2x16float(src[i / 2u])[i % 2u];";
-        self.cast(
-            "f16_to_f32",
-            ("u32", "f32", body),
-            1,
-            src,
-            dst,
-            reference::f16_to_f32,
-        )
+        self.cast("f16_to_f32", F16_TO_F32, 1, src, dst, reference::f16_to_f32)
     }
 
     /// A cast whose invocations each write one output word holding `per`
@@ -521,7 +529,7 @@ impl<'z> Kernels<'z> {
     fn cast<S: Element, D: Element>(
         &self,
         op: &'static str,
-        (src_ty, dst_ty, body): (&str, &str, &str),
+        types_and_body: (&str, &str, &str),
         per: usize,
         src: &mut impl Input<S>,
         dst: &mut impl Output<D>,
@@ -540,7 +548,7 @@ impl<'z> Kernels<'z> {
                 let words = len.div_ceil(per);
                 let params = [param(op, words)?, param(op, len)?];
                 let (s, d) = (src.operand_device_in()?, dst.operand_device_out()?);
-                let source = || cast_source(src_ty, dst_ty, body);
+                let source = || cast_source(types_and_body);
                 self.run(
                     g,
                     op,
@@ -600,7 +608,11 @@ impl<'z> Kernels<'z> {
             Some(g) => {
                 let params = [param(op, m)?, param(op, k)?, param(op, n)?];
                 let groups = groups_2d(op, n, m)?;
-                let (ab, bb, cb) = (a.operand_device_in()?, b.operand_device_in()?, c.operand_device_out()?);
+                let (ab, bb, cb) = (
+                    a.operand_device_in()?,
+                    b.operand_device_in()?,
+                    c.operand_device_out()?,
+                );
                 self.run(g, op, || MATMUL.into(), &[ab, bb, cb], &params, groups)?;
                 c.operand_device_written()
             }
@@ -845,8 +857,84 @@ fn elementwise_source<T: Numeric>(expr: &str) -> String {
         .replace("{{EXPR}}", expr)
 }
 
-fn cast_source(src: &str, dst: &str, body: &str) -> String {
+fn cast_source((src, dst, body): (&str, &str, &str)) -> String {
     CAST.replace("{{SRC}}", src)
         .replace("{{DST}}", dst)
         .replace("{{BODY}}", body)
+}
+
+/// A kernel whose WGSL [`wgsl`] returns (the arithmetic ones on `f32`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+#[non_exhaustive]
+pub enum Kernel {
+    /// [`Kernels::fill`]: `out` (words), params `[bytes, pattern]`.
+    Fill,
+    /// [`Kernels::copy`]: `src`, `dst` (words), params `[words, words]`.
+    Copy,
+    /// [`Kernels::add`]: `a`, `b`, `out`, params `[len, 0, 1]`.
+    Add,
+    /// [`Kernels::mul`]: `a`, `b`, `out`, params `[len, 0, 1]`.
+    Mul,
+    /// [`Kernels::scale`]: `a`, `b` (unused: bind `a` again), `out`,
+    /// params `[len, scalar bits, 1]`.
+    Scale,
+    /// [`Kernels::bias_add`]: `x`, `bias`, `out`, params `[len, 0, bias len]`.
+    BiasAdd,
+    /// [`Kernels::relu`]: like `Scale`, params `[len, 0, 1]`.
+    Relu,
+    /// [`Kernels::u8_to_f32`]: `src`, `dst`, params `[len, len]`.
+    U8ToF32,
+    /// [`Kernels::f32_to_u8`]: `src`, `dst` (words), params `[words, len]`.
+    F32ToU8,
+    /// [`Kernels::f32_to_f16`]: `src`, `dst` (words), params `[words, len]`.
+    F32ToF16,
+    /// [`Kernels::f16_to_f32`]: `src`, `dst`, params `[len, len]`.
+    F16ToF32,
+    /// [`Kernels::matmul`]: `a`, `b`, `c`, params `[m, k, n]`, 16 × 16
+    /// workgroups over (n, m).
+    Matmul,
+    /// [`Kernels::grayscale`]: `rgba`, `gray`, params `[pixels]`.
+    Grayscale,
+    /// One pass of [`Kernels::gaussian_blur`]: `src`, `dst`, params
+    /// `[width, height, radius, dir]` (dir 0 along rows, 1 along
+    /// columns), 16 × 16 workgroups over (width, height).
+    GaussianBlur {
+        /// The blur's standard deviation.
+        sigma: f32,
+    },
+    /// [`Kernels::sobel`]: `src`, `dst`, params `[width, height]`, 16 × 16
+    /// workgroups over (width, height).
+    Sobel,
+}
+
+/// The WGSL the GPU backend compiles for `kernel`, for pipelines of your
+/// own: entry point `main`; group 0 holds the bindings listed on each
+/// [`Kernel`] variant, then the parameter words, all
+/// `var<storage, read_write>`. One-dimensional kernels run 256-wide
+/// workgroups over `x + y * 256 * groups_x`.
+///
+/// Errors: [`Error::InvalidArgument`] for a blur `sigma` outside (0, 21].
+///
+/// ```
+/// let src = tensorzone::kernels::wgsl(tensorzone::kernels::Kernel::Sobel).unwrap();
+/// assert!(src.contains("fn main"));
+/// ```
+pub fn wgsl(kernel: Kernel) -> Result<String> {
+    Ok(match kernel {
+        Kernel::Fill => FILL.into(),
+        Kernel::Copy => cast_source(COPY_WORDS),
+        Kernel::Add => elementwise_source::<f32>(ADD),
+        Kernel::Mul => elementwise_source::<f32>(MUL),
+        Kernel::Scale => elementwise_source::<f32>(SCALE),
+        Kernel::BiasAdd => elementwise_source::<f32>(BIAS_ADD),
+        Kernel::Relu => elementwise_source::<f32>(&relu_expr::<f32>()),
+        Kernel::U8ToF32 => cast_source(U8_TO_F32),
+        Kernel::F32ToU8 => cast_source(F32_TO_U8),
+        Kernel::F32ToF16 => cast_source(F32_TO_F16),
+        Kernel::F16ToF32 => cast_source(F16_TO_F32),
+        Kernel::Matmul => MATMUL.into(),
+        Kernel::Grayscale => GRAYSCALE.into(),
+        Kernel::GaussianBlur { sigma } => blur_source(&blur_weights(sigma)?),
+        Kernel::Sobel => SOBEL.into(),
+    })
 }
