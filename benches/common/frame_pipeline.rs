@@ -1,0 +1,211 @@
+//! The frame pipeline of `examples/frames.rs` at 1280×720, two ways, for
+//! `benches/frames.rs` and `examples/host_vs_device.rs`:
+//!
+//! - [`tensorzone_frame`]: a pinned-buffer upload, `zone.kernels()`, every
+//!   temporary in one arena (the caller resets it), `to_vec` to read back;
+//! - [`Plain`]: plain wgpu as code without a pool writes it: the same WGSL
+//!   (`tensorzone::kernels::wgsl`), pipelines built once, every buffer
+//!   (input, temporaries, parameters, readback) created for the frame,
+//!   written with `queue.write_buffer`, one submit, a mapped readback.
+#![allow(dead_code)]
+
+use tensorzone::kernels::{wgsl, Kernel};
+use tensorzone::{Arena, Location, Zone};
+
+pub const W: usize = 1280;
+pub const H: usize = 720;
+pub const SIGMA: f32 = 2.0;
+
+/// A frame with stripes, a gradient and a disc: edges everywhere.
+pub fn frame() -> Vec<u8> {
+    let mut rgba = vec![0u8; W * H * 4];
+    for (p, px) in rgba.chunks_exact_mut(4).enumerate() {
+        let (x, y) = (p % W, p / W);
+        let stripe = if x % 64 < 32 { 200 } else { 40 };
+        let (dx, dy) = (x.abs_diff(W / 2), y.abs_diff(H / 2));
+        let disc = if dx * dx + dy * dy < (H / 4) * (H / 4) {
+            255
+        } else {
+            0
+        };
+        px.copy_from_slice(&[stripe, (y * 255 / H) as u8, disc, 255]);
+    }
+    rgba
+}
+
+/// The pipeline through tensorzone; returns the edge bytes.
+pub fn tensorzone_frame(zone: &Zone, arena: &Arena, rgba: &[u8]) -> Vec<u8> {
+    let k = zone.kernels();
+    let dev = Location::Device;
+    let mut pinned = zone.pinned::<u8>(H * W * 4).unwrap();
+    pinned.write(0, rgba).unwrap();
+    let mut input = arena.empty::<u8>([H, W, 4], dev).unwrap();
+    input.upload_pinned(pinned).unwrap();
+    let mut gray = arena.empty::<f32>([H, W], dev).unwrap();
+    let mut tmp = arena.empty::<f32>([H, W], dev).unwrap();
+    let mut blurred = arena.empty::<f32>([H, W], dev).unwrap();
+    let mut edges = arena.empty::<f32>([H, W], dev).unwrap();
+    let mut scaled = arena.empty::<f32>([H, W], dev).unwrap();
+    let mut bytes = arena.empty::<u8>([H, W], dev).unwrap();
+    k.grayscale(&mut input, &mut gray).unwrap();
+    k.gaussian_blur_via(&mut gray, &mut tmp, &mut blurred, SIGMA)
+        .unwrap();
+    k.sobel(&mut blurred, &mut edges).unwrap();
+    k.scale(&mut edges, 0.25, &mut scaled).unwrap();
+    k.f32_to_u8(&mut scaled, &mut bytes).unwrap();
+    bytes.to_vec().unwrap()
+}
+
+/// The same pipeline in plain wgpu with per-frame buffers.
+pub struct Plain {
+    device: wgpu::Device,
+    queue: wgpu::Queue,
+    gray: (wgpu::ComputePipeline, wgpu::BindGroupLayout),
+    blur: (wgpu::ComputePipeline, wgpu::BindGroupLayout),
+    sobel: (wgpu::ComputePipeline, wgpu::BindGroupLayout),
+    scale: (wgpu::ComputePipeline, wgpu::BindGroupLayout),
+    to_u8: (wgpu::ComputePipeline, wgpu::BindGroupLayout),
+}
+
+impl Plain {
+    pub fn new(device: &wgpu::Device, queue: &wgpu::Queue) -> Plain {
+        let build = |kernel: Kernel, bindings: u32| {
+            let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+                label: Some("plain"),
+                source: wgpu::ShaderSource::Wgsl(wgsl(kernel).unwrap().into()),
+            });
+            let entries: Vec<wgpu::BindGroupLayoutEntry> = (0..bindings)
+                .map(|binding| wgpu::BindGroupLayoutEntry {
+                    binding,
+                    visibility: wgpu::ShaderStages::COMPUTE,
+                    ty: wgpu::BindingType::Buffer {
+                        ty: wgpu::BufferBindingType::Storage { read_only: false },
+                        has_dynamic_offset: false,
+                        min_binding_size: None,
+                    },
+                    count: None,
+                })
+                .collect();
+            let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+                label: Some("plain"),
+                entries: &entries,
+            });
+            let pl = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+                label: Some("plain"),
+                bind_group_layouts: &[Some(&layout)],
+                immediate_size: 0,
+            });
+            let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some("plain"),
+                layout: Some(&pl),
+                module: &module,
+                entry_point: Some("main"),
+                compilation_options: Default::default(),
+                cache: None,
+            });
+            (pipeline, layout)
+        };
+        Plain {
+            device: device.clone(),
+            queue: queue.clone(),
+            gray: build(Kernel::Grayscale, 3),
+            blur: build(Kernel::GaussianBlur { sigma: SIGMA }, 3),
+            sobel: build(Kernel::Sobel, 3),
+            scale: build(Kernel::Scale, 4),
+            to_u8: build(Kernel::F32ToU8, 3),
+        }
+    }
+
+    fn buffer(&self, size: usize, usage: wgpu::BufferUsages) -> wgpu::Buffer {
+        self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("plain frame"),
+            size: (size as u64).next_multiple_of(4),
+            usage,
+            mapped_at_creation: false,
+        })
+    }
+
+    fn params(&self, words: &[u32]) -> wgpu::Buffer {
+        let b = self.buffer(
+            words.len() * 4,
+            wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
+        );
+        self.queue.write_buffer(&b, 0, bytemuck::cast_slice(words));
+        b
+    }
+
+    fn pass(
+        &self,
+        enc: &mut wgpu::CommandEncoder,
+        (pipeline, layout): &(wgpu::ComputePipeline, wgpu::BindGroupLayout),
+        buffers: &[&wgpu::Buffer],
+        groups: (u32, u32),
+    ) {
+        let entries: Vec<wgpu::BindGroupEntry<'_>> = buffers
+            .iter()
+            .enumerate()
+            .map(|(i, b)| wgpu::BindGroupEntry {
+                binding: i as u32,
+                resource: b.as_entire_binding(),
+            })
+            .collect();
+        let group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some("plain"),
+            layout,
+            entries: &entries,
+        });
+        let mut pass = enc.begin_compute_pass(&Default::default());
+        pass.set_pipeline(pipeline);
+        pass.set_bind_group(0, &group, &[]);
+        pass.dispatch_workgroups(groups.0, groups.1, 1);
+    }
+
+    pub fn frame(&self, rgba: &[u8]) -> Vec<u8> {
+        use wgpu::BufferUsages as U;
+        let n = W * H;
+        let input = self.buffer(n * 4, U::STORAGE | U::COPY_DST);
+        self.queue.write_buffer(&input, 0, rgba);
+        let f32s = || self.buffer(n * 4, U::STORAGE);
+        let (gray, tmp, blurred, edges, scaled) = (f32s(), f32s(), f32s(), f32s(), f32s());
+        let bytes = self.buffer(n, U::STORAGE | U::COPY_SRC);
+        let readback = self.buffer(n, U::MAP_READ | U::COPY_DST);
+        let flat = ((n as u32).div_ceil(256), 1);
+        let image = ((W as u32).div_ceil(16), (H as u32).div_ceil(16));
+        let radius = (3.0 * SIGMA).ceil() as u32;
+        let p_gray = self.params(&[n as u32]);
+        let p_rows = self.params(&[W as u32, H as u32, radius, 0]);
+        let p_cols = self.params(&[W as u32, H as u32, radius, 1]);
+        let p_sobel = self.params(&[W as u32, H as u32]);
+        let p_scale = self.params(&[n as u32, 0.25f32.to_bits(), 1]);
+        let p_u8 = self.params(&[n.div_ceil(4) as u32, n as u32]);
+        let mut enc = self.device.create_command_encoder(&Default::default());
+        self.pass(&mut enc, &self.gray, &[&input, &gray, &p_gray], flat);
+        self.pass(&mut enc, &self.blur, &[&gray, &tmp, &p_rows], image);
+        self.pass(&mut enc, &self.blur, &[&tmp, &blurred, &p_cols], image);
+        self.pass(&mut enc, &self.sobel, &[&blurred, &edges, &p_sobel], image);
+        self.pass(
+            &mut enc,
+            &self.scale,
+            &[&edges, &edges, &scaled, &p_scale],
+            flat,
+        );
+        let words = ((n.div_ceil(4)) as u32).div_ceil(256);
+        self.pass(&mut enc, &self.to_u8, &[&scaled, &bytes, &p_u8], (words, 1));
+        enc.copy_buffer_to_buffer(
+            &bytes,
+            0,
+            &readback,
+            0,
+            Some((n as u64).next_multiple_of(4)),
+        );
+        self.queue.submit([enc.finish()]);
+        let slice = readback.slice(..);
+        slice.map_async(wgpu::MapMode::Read, |r| r.expect("map"));
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .expect("poll");
+        let out = slice.get_mapped_range().expect("mapped")[..n].to_vec();
+        readback.unmap();
+        out
+    }
+}
