@@ -15,8 +15,12 @@
 //! at 1280x720), `--sigma S` (blur, default 2.0), `--trace FILE` (default
 //! `OUTPUT/trace.json`, the first `--trace-frames N` frames, default 3).
 
+mod input;
+
 use std::error::Error;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
+
+use input::{decode, list_inputs, Frame};
 use std::time::{Duration, Instant};
 
 use tensorzone::{Arena, Location, Zone};
@@ -64,7 +68,7 @@ fn parse_args() -> Result<Args, String> {
             "--help" | "-h" => {
                 println!(
                     "{}",
-                    include_str!("frames.rs")
+                    include_str!("main.rs")
                         .lines()
                         .take(17)
                         .collect::<Vec<_>>()
@@ -86,14 +90,6 @@ fn parse<T: std::str::FromStr>(flag: &str, v: &str) -> Result<T, String> {
         .map_err(|_| format!("{flag} {v:?}: not a valid value"))
 }
 
-/// One RGBA frame and the name its output takes.
-struct Frame {
-    name: String,
-    width: usize,
-    height: usize,
-    rgba: Vec<u8>,
-}
-
 /// A generated frame: stripes moving right, a vertical gradient and a disc
 /// moving across, so that every frame has edges.
 fn generated(i: usize, width: usize, height: usize) -> Frame {
@@ -112,36 +108,6 @@ fn generated(i: usize, width: usize, height: usize) -> Frame {
         height,
         rgba,
     }
-}
-
-/// The files of `dir`, in name order; an empty folder is an error.
-fn list_inputs(dir: &Path) -> Result<Vec<PathBuf>, Box<dyn Error>> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(|e| format!("cannot read input folder {}: {e}", dir.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.is_file())
-        .collect();
-    files.sort();
-    if files.is_empty() {
-        return Err(format!("input folder {} holds no files", dir.display()).into());
-    }
-    Ok(files)
-}
-
-fn decode(path: &Path) -> Result<Frame, Box<dyn Error>> {
-    let img = image::ImageReader::open(path)?
-        .with_guessed_format()?
-        .decode()?
-        .to_rgba8();
-    let name = path
-        .file_stem()
-        .map_or_else(|| "frame".into(), |s| s.to_string_lossy().into_owned());
-    Ok(Frame {
-        name,
-        width: img.width() as usize,
-        height: img.height() as usize,
-        rgba: img.into_raw(),
-    })
 }
 
 /// Runs one frame through the pipeline; returns the edge image's bytes.

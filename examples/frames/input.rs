@@ -1,0 +1,43 @@
+//! The frames example's input: the files of a folder, decoded to RGBA.
+//! Shared with `tests/frames_input.rs`, which checks the bad-input rules.
+
+use std::error::Error;
+use std::path::{Path, PathBuf};
+
+/// One RGBA frame and the name its output takes.
+pub struct Frame {
+    pub name: String,
+    pub width: usize,
+    pub height: usize,
+    pub rgba: Vec<u8>,
+}
+
+/// The files of `dir`, in name order; an empty folder is an error.
+pub fn list_inputs(dir: &Path) -> Result<Vec<PathBuf>, Box<dyn Error>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| format!("cannot read input folder {}: {e}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_file())
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        return Err(format!("input folder {} holds no files", dir.display()).into());
+    }
+    Ok(files)
+}
+
+pub fn decode(path: &Path) -> Result<Frame, Box<dyn Error>> {
+    let img = image::ImageReader::open(path)?
+        .with_guessed_format()?
+        .decode()?
+        .to_rgba8();
+    let name = path
+        .file_stem()
+        .map_or_else(|| "frame".into(), |s| s.to_string_lossy().into_owned());
+    Ok(Frame {
+        name,
+        width: img.width() as usize,
+        height: img.height() as usize,
+        rgba: img.into_raw(),
+    })
+}
