@@ -9,7 +9,7 @@
 
 @group(0) @binding(0) var<storage, read_write> src: array<f32>;
 @group(0) @binding(1) var<storage, read_write> dst: array<f32>;
-@group(0) @binding(2) var<storage, read_write> params: array<u32>;
+@group(0) @binding(2) var<storage, read> params: array<u32>;
 
 const R: u32 = {{RADIUS}}u;
 

@@ -5,7 +5,20 @@
 
 @group(0) @binding(0) var<storage, read_write> src: array<{{SRC}}>;
 @group(0) @binding(1) var<storage, read_write> dst: array<{{DST}}>;
-@group(0) @binding(2) var<storage, read_write> params: array<u32>;
+@group(0) @binding(2) var<storage, read> params: array<u32>;
+
+// The binary16 bits of `v`, rounded to nearest even: from 65520 on (the
+// halfway point past the largest finite half) infinity, NaN a quiet NaN.
+// pack2x16float leaves values outside the finite range undefined.
+fn half_bits(v: f32) -> u32 {
+    if (v != v) {
+        return 0x7e00u;
+    }
+    if (abs(v) >= 65520.0) {
+        return select(0x7c00u, 0xfc00u, v < 0.0);
+    }
+    return pack2x16float(vec2<f32>(clamp(v, -65504.0, 65504.0), 0.0)) & 0xffffu;
+}
 
 @compute @workgroup_size(256)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {

@@ -7,7 +7,7 @@
 @group(0) @binding(0) var<storage, read_write> a: array<{{ELEM}}>;
 @group(0) @binding(1) var<storage, read_write> b: array<{{ELEM}}>;
 @group(0) @binding(2) var<storage, read_write> out: array<{{ELEM}}>;
-@group(0) @binding(3) var<storage, read_write> params: array<u32>;
+@group(0) @binding(3) var<storage, read> params: array<u32>;
 
 @compute @workgroup_size(256)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {

@@ -5,7 +5,7 @@
 
 @group(0) @binding(0) var<storage, read_write> src: array<f32>;
 @group(0) @binding(1) var<storage, read_write> dst: array<f32>;
-@group(0) @binding(2) var<storage, read_write> params: array<u32>;
+@group(0) @binding(2) var<storage, read> params: array<u32>;
 
 fn px(x: i32, y: i32, w: i32, h: i32) -> f32 {
     let cx = clamp(x, 0, w - 1);

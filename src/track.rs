@@ -149,6 +149,19 @@ impl Pin {
 }
 
 impl Pin {
+    /// Keeps the copy from spilling until [`Pin::release_hold`], past this
+    /// pin's life: a kernel holds its operands from binding to submit.
+    pub(crate) fn hold(&self) {
+        self.cell.busy.fetch_add(1, Ordering::Acquire);
+    }
+
+    /// Ends a [`Pin::hold`], with the kernel submitted at `mark`: the copy
+    /// may spill once the zone has next waited for the device.
+    pub(crate) fn release_hold(&self, mark: u64) {
+        self.mark_bound(mark);
+        self.cell.busy.fetch_sub(1, Ordering::Release);
+    }
+
     /// Records a binding taken at `mark` ([`Registry::binding_mark`]).
     pub(crate) fn mark_bound(&self, mark: u64) {
         let mut dev = self.cell.dev();

@@ -757,6 +757,14 @@ impl Zone {
         }
     }
 
+    /// The largest storage binding the device takes (`None` on the CPU).
+    pub(crate) fn max_binding(&self) -> Option<u64> {
+        match &*self.inner.backend {
+            Backend::Gpu(g) => Some(g.limits.max_storage_buffer_binding_size),
+            Backend::Cpu(_) => None,
+        }
+    }
+
     /// The wgpu queue; `None` on the CPU backend.
     pub fn wgpu_queue(&self) -> Option<&wgpu::Queue> {
         match &*self.inner.backend {

@@ -52,7 +52,7 @@ fn images_decode_and_other_files_fail_one_by_one() {
 
     assert!(decode(&files[0]).is_err(), "text is not an image");
     let png = decode(&files[1]).unwrap();
-    assert_eq!((png.name.as_str(), png.width, png.height), ("b", 3, 2));
+    assert_eq!((png.name.as_str(), png.width, png.height), ("b.png", 3, 2));
     // Pixel (x 2, y 1) of a 3-wide image starts at byte (1 · 3 + 2) · 4.
     let at = (3 + 2) * 4;
     assert_eq!(&png.rgba[at..at + 4], &[1, 2, 3, 4]);

@@ -79,7 +79,9 @@ impl Plain {
                     binding,
                     visibility: wgpu::ShaderStages::COMPUTE,
                     ty: wgpu::BindingType::Buffer {
-                        ty: wgpu::BufferBindingType::Storage { read_only: false },
+                        ty: wgpu::BufferBindingType::Storage {
+                            read_only: binding + 1 == bindings,
+                        },
                         has_dynamic_offset: false,
                         min_binding_size: None,
                     },

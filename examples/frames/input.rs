@@ -31,8 +31,9 @@ pub fn decode(path: &Path) -> Result<Frame, Box<dyn Error>> {
         .with_guessed_format()?
         .decode()?
         .to_rgba8();
+    // The whole file name: `a.png` and `a.jpg` must not write one output.
     let name = path
-        .file_stem()
+        .file_name()
         .map_or_else(|| "frame".into(), |s| s.to_string_lossy().into_owned());
     Ok(Frame {
         name,

@@ -13,7 +13,8 @@
 //! reported and skipped), `--output DIR` (default `frames_out`, created if
 //! missing), `--frames N` and `--size WxH` for generated frames (default 60
 //! at 1280x720), `--sigma S` (blur, default 2.0), `--trace FILE` (default
-//! `OUTPUT/trace.json`, the first `--trace-frames N` frames, default 3).
+//! `OUTPUT/trace.json`, the first `--trace-frames N` frames, default 3; 0
+//! writes none).
 
 mod input;
 
@@ -70,7 +71,7 @@ fn parse_args() -> Result<Args, String> {
                     "{}",
                     include_str!("main.rs")
                         .lines()
-                        .take(17)
+                        .take_while(|l| l.starts_with("//!"))
                         .collect::<Vec<_>>()
                         .join("\n")
                 );
@@ -168,8 +169,10 @@ fn run() -> Result<(), Box<dyn Error>> {
 
     let mut arena = zone.arena();
     arena.set_label("frame")?;
-    zone.start_trace();
-    let mut tracing = true;
+    let mut tracing = args.trace_frames > 0;
+    if tracing {
+        zone.start_trace();
+    }
     let (mut done, mut skipped) = (0usize, 0usize);
     let mut pipeline_time = Duration::ZERO;
     let mut after_first = None;
@@ -231,11 +234,14 @@ fn run() -> Result<(), Box<dyn Error>> {
             stats.peak_device_reserved_bytes
         );
     }
-    println!(
-        "outputs in {}, trace in {}",
-        args.output.display(),
-        trace_path.display()
-    );
+    match args.trace_frames {
+        0 => println!("outputs in {}", args.output.display()),
+        _ => println!(
+            "outputs in {}, trace in {}",
+            args.output.display(),
+            trace_path.display()
+        ),
+    }
     println!("{stats}");
     Ok(())
 }

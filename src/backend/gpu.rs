@@ -69,8 +69,8 @@ pub(crate) struct Pipeline {
 
 impl GpuBackend {
     /// The pipeline cached under `key`, compiled from `source()` (WGSL,
-    /// entry point `main`, group 0 holding `bindings` read-write storage
-    /// buffers) the first time.
+    /// entry point `main`, group 0 holding `bindings` storage buffers, all
+    /// read-write but the last, the parameters) the first time.
     ///
     /// The layout is spelled out rather than derived from the shader: a
     /// kernel that leaves a binding unused keeps its place in the group.
@@ -96,7 +96,11 @@ impl GpuBackend {
                 binding,
                 visibility: wgpu::ShaderStages::COMPUTE,
                 ty: wgpu::BindingType::Buffer {
-                    ty: wgpu::BufferBindingType::Storage { read_only: false },
+                    // The parameters, bound last, are read-only: the
+                    // kernels' loop bounds read from them are then uniform.
+                    ty: wgpu::BufferBindingType::Storage {
+                        read_only: binding + 1 == bindings,
+                    },
                     has_dynamic_offset: false,
                     min_binding_size: None,
                 },

@@ -146,11 +146,11 @@ const F32_TO_F16: (&str, &str, &str) = (
     "f32",
     "u32",
     "let e = i * 2u;
-    var hi = 0.0;
+    var hi = 0u;
     if (e + 1u < len) {
-        hi = src[e + 1u];
+        hi = half_bits(src[e + 1u]);
     }
-    dst[i] = pack2x16float(vec2<f32>(src[e], hi));",
+    dst[i] = half_bits(src[e]) | (hi << 16u);",
 );
 const F16_TO_F32: (&str, &str, &str) = (
     "u32",
@@ -167,6 +167,23 @@ const BIAS_ADD: &str = "a[i] + b[i % n]";
 /// `max(a[i], 0)` for `T`.
 fn relu_expr<T: Numeric>() -> String {
     format!("max(a[i], {}(0))", T::WGSL)
+}
+
+/// After a kernel's dispatch `r`: ends the holds on its inputs' device
+/// copies, then marks the output written, or ends its hold too if the
+/// dispatch failed.
+macro_rules! finish {
+    ($r:expr; $($input:ident),* => $out:ident) => {{
+        let r: Result<()> = $r;
+        $( $input.operand_device_done()?; )*
+        match r {
+            Ok(()) => $out.operand_device_written(),
+            Err(e) => {
+                let _ = $out.operand_device_done();
+                Err(e)
+            }
+        }
+    }};
 }
 
 /// Workgroup width of the one-dimensional kernels.
@@ -237,6 +254,15 @@ fn dims_of<'s>(op: &'static str, s: &'s Shape, rank: usize) -> Result<&'s [usize
     Ok(s.dims())
 }
 
+/// Writes a reference result into the host copy of `out` (CPU backend).
+fn write_array(out: &mut impl Output<f32>, r: &ndarray::Array2<f32>) -> Result<()> {
+    let src = r.as_slice().ok_or_else(|| nd("not contiguous"))?;
+    out.operand_host_write(|o| {
+        o.copy_from_slice(src);
+        Ok(())
+    })
+}
+
 /// Runs `f` on the host copy of `t` (for the CPU backend).
 fn host<T: Element, R>(t: &mut impl In<T>, f: impl FnOnce(&[T]) -> R) -> Result<R> {
     t.operand_host_in(f)
@@ -286,24 +312,17 @@ impl<'z> Kernels<'z> {
     pub fn fill<T: Element>(&self, out: &mut impl Output<T>, value: T) -> Result<()> {
         let op = "fill";
         match self.backend(&[out.operand_zone()])? {
-            None => {
-                out.operand_host_out()?.fill(value);
+            None => out.operand_host_write(|o| {
+                o.fill(value);
                 Ok(())
-            }
+            }),
             Some(g) => {
                 let bytes = out.operand_shape().numel() * std::mem::size_of::<T>();
-                let pattern = word_pattern(bytemuck::bytes_of(&value));
+                let (even, odd) = word_patterns(bytemuck::bytes_of(&value));
+                let params = [param(op, bytes)?, even, odd];
                 let groups = groups_1d(op, bytes.div_ceil(4) as u64)?;
                 let o = out.operand_device_out()?;
-                self.run(
-                    g,
-                    "fill",
-                    || FILL.into(),
-                    &[o],
-                    &[param(op, bytes)?, pattern],
-                    groups,
-                )?;
-                out.operand_device_written()
+                finish!(self.run(g, "fill", || FILL.into(), &[o], &params, groups); => out)
             }
         }
     }
@@ -317,25 +336,15 @@ impl<'z> Kernels<'z> {
         let op = "copy";
         same_shape(src.operand_shape(), dst.operand_shape())?;
         match self.backend(&[src.operand_zone(), dst.operand_zone()])? {
-            None => {
-                let d = dst.operand_host_out()?;
-                host(src, |s| d.copy_from_slice(s))
-            }
+            None => dst.operand_host_write(|d| host(src, |s| d.copy_from_slice(s))),
             Some(g) => {
                 let bytes = src.operand_shape().numel() * std::mem::size_of::<T>();
                 let words = bytes.div_ceil(4);
                 let groups = groups_1d(op, words as u64)?;
+                let params = [param(op, words)?, param(op, words)?];
                 let (s, d) = (src.operand_device_in()?, dst.operand_device_out()?);
                 let source = || cast_source(COPY_WORDS);
-                self.run(
-                    g,
-                    "copy",
-                    source,
-                    &[s, d],
-                    &[param(op, words)?, param(op, words)?],
-                    groups,
-                )?;
-                dst.operand_device_written()
+                finish!(self.run(g, "copy", source, &[s, d], &params, groups); src => dst)
             }
         }
     }
@@ -375,13 +384,12 @@ impl<'z> Kernels<'z> {
         }
         same_shape(x.operand_shape(), out.operand_shape())?;
         match self.backend(&[x.operand_zone(), bias.operand_zone(), out.operand_zone()])? {
-            None => {
-                let o = out.operand_host_out()?;
-                host(x, |x| host(bias, |b| reference::bias_add(x, b, o)))?
-            }
+            None => out
+                .operand_host_write(|o| host(x, |x| host(bias, |b| reference::bias_add(x, b, o)))?),
             Some(g) => {
                 let len = x.operand_shape().numel();
                 let params = [param(op, len)?, 0, param(op, n)?];
+                let groups = groups_1d(op, len as u64)?;
                 let (xb, bb, ob) = (
                     x.operand_device_in()?,
                     bias.operand_device_in()?,
@@ -389,15 +397,14 @@ impl<'z> Kernels<'z> {
                 );
                 let key = format!("{op}:{}", T::WGSL);
                 let source = || elementwise_source::<T>(BIAS_ADD);
-                self.run(
+                finish!(self.run(
                     g,
                     &key,
                     source,
                     &[xb, bb, ob],
                     &params,
-                    groups_1d(op, len as u64)?,
-                )?;
-                out.operand_device_written()
+                    groups,
+                ); x, bias => out)
             }
         }
     }
@@ -431,13 +438,11 @@ impl<'z> Kernels<'z> {
         same_shape(a.operand_shape(), b.operand_shape())?;
         same_shape(a.operand_shape(), out.operand_shape())?;
         match self.backend(&[a.operand_zone(), b.operand_zone(), out.operand_zone()])? {
-            None => {
-                let o = out.operand_host_out()?;
-                host(a, |a| host(b, |b| cpu(a, b, o)))?
-            }
+            None => out.operand_host_write(|o| host(a, |a| host(b, |b| cpu(a, b, o)))?),
             Some(g) => {
                 let len = a.operand_shape().numel();
                 let params = [param(op, len)?, 0, 1];
+                let groups = groups_1d(op, len as u64)?;
                 let (ab, bb, ob) = (
                     a.operand_device_in()?,
                     b.operand_device_in()?,
@@ -445,15 +450,14 @@ impl<'z> Kernels<'z> {
                 );
                 let key = format!("{op}:{}", T::WGSL);
                 let source = || elementwise_source::<T>(expr);
-                self.run(
+                finish!(self.run(
                     g,
                     &key,
                     source,
                     &[ab, bb, ob],
                     &params,
-                    groups_1d(op, len as u64)?,
-                )?;
-                out.operand_device_written()
+                    groups,
+                ); a, b => out)
             }
         }
     }
@@ -469,27 +473,24 @@ impl<'z> Kernels<'z> {
     ) -> Result<()> {
         same_shape(a.operand_shape(), out.operand_shape())?;
         match self.backend(&[a.operand_zone(), out.operand_zone()])? {
-            None => {
-                let o = out.operand_host_out()?;
-                host(a, |a| cpu(a, o))
-            }
+            None => out.operand_host_write(|o| host(a, |a| cpu(a, o))),
             Some(g) => {
                 let len = a.operand_shape().numel();
                 let params = [param(op, len)?, scalar, 1];
+                let groups = groups_1d(op, len as u64)?;
                 let (ab, ob) = (a.operand_device_in()?, out.operand_device_out()?);
                 // The kernel has two inputs; a unary one binds `a` twice.
                 let bindings = [ab.clone(), ab, ob];
                 let key = format!("{op}:{}", T::WGSL);
                 let source = || elementwise_source::<T>(expr);
-                self.run(
+                finish!(self.run(
                     g,
                     &key,
                     source,
                     &bindings,
                     &params,
-                    groups_1d(op, len as u64)?,
-                )?;
-                out.operand_device_written()
+                    groups,
+                ); a => out)
             }
         }
     }
@@ -505,8 +506,9 @@ impl<'z> Kernels<'z> {
         self.cast("f32_to_u8", F32_TO_U8, 4, src, dst, reference::f32_to_u8)
     }
 
-    /// `f32` to `f16`, same shape. Runs on every adapter: it packs pairs
-    /// with WGSL's `pack2x16float` and needs no `SHADER_F16`.
+    /// `f32` to `f16` (rounded to nearest; from 65520 on, infinity), same
+    /// shape. Runs on every adapter: it packs pairs with WGSL's
+    /// `pack2x16float` and needs no `SHADER_F16`.
     pub fn f32_to_f16(
         &self,
         src: &mut impl Input<f32>,
@@ -539,25 +541,22 @@ impl<'z> Kernels<'z> {
             return Err(mismatch(src.operand_shape(), dst.operand_shape()));
         }
         match self.backend(&[src.operand_zone(), dst.operand_zone()])? {
-            None => {
-                let d = dst.operand_host_out()?;
-                host(src, |s| cpu(s, d))
-            }
+            None => dst.operand_host_write(|d| host(src, |s| cpu(s, d))),
             Some(g) => {
                 let len = src.operand_shape().numel();
                 let words = len.div_ceil(per);
                 let params = [param(op, words)?, param(op, len)?];
+                let groups = groups_1d(op, words as u64)?;
                 let (s, d) = (src.operand_device_in()?, dst.operand_device_out()?);
                 let source = || cast_source(types_and_body);
-                self.run(
+                finish!(self.run(
                     g,
                     op,
                     source,
                     &[s, d],
                     &params,
-                    groups_1d(op, words as u64)?,
-                )?;
-                dst.operand_device_written()
+                    groups,
+                ); src => dst)
             }
         }
     }
@@ -594,7 +593,6 @@ impl<'z> Kernels<'z> {
         }
         match self.backend(&[a.operand_zone(), b.operand_zone(), c.operand_zone()])? {
             None => {
-                let o = c.operand_host_out()?;
                 let r = host(a, |a| {
                     host(b, |b| {
                         let a = ArrayView2::from_shape((m, k), a).map_err(nd)?;
@@ -602,8 +600,7 @@ impl<'z> Kernels<'z> {
                         Ok::<_, Error>(reference::matmul(a, b))
                     })
                 })???;
-                o.copy_from_slice(r.as_slice().ok_or_else(|| nd("not contiguous"))?);
-                Ok(())
+                write_array(c, &r)
             }
             Some(g) => {
                 let params = [param(op, m)?, param(op, k)?, param(op, n)?];
@@ -613,8 +610,7 @@ impl<'z> Kernels<'z> {
                     b.operand_device_in()?,
                     c.operand_device_out()?,
                 );
-                self.run(g, op, || MATMUL.into(), &[ab, bb, cb], &params, groups)?;
-                c.operand_device_written()
+                finish!(self.run(g, op, || MATMUL.into(), &[ab, bb, cb], &params, groups); a, b => c)
             }
         }
     }
@@ -640,35 +636,34 @@ impl<'z> Kernels<'z> {
         }
         match self.backend(&[rgba.operand_zone(), gray.operand_zone()])? {
             None => {
-                let o = gray.operand_host_out()?;
                 let r = host(rgba, |p| {
                     ArrayView3::from_shape((h, w, 4), p).map(reference::grayscale)
                 })?
                 .map_err(nd)?;
-                o.copy_from_slice(r.as_slice().ok_or_else(|| nd("not contiguous"))?);
-                Ok(())
+                write_array(gray, &r)
             }
             Some(g) => {
                 let pixels = h * w;
                 let params = [param(op, pixels)?];
+                let groups = groups_1d(op, pixels as u64)?;
                 let (s, d) = (rgba.operand_device_in()?, gray.operand_device_out()?);
-                self.run(
+                finish!(self.run(
                     g,
                     op,
                     || GRAYSCALE.into(),
                     &[s, d],
                     &params,
-                    groups_1d(op, pixels as u64)?,
-                )?;
-                gray.operand_device_written()
+                    groups,
+                ); rgba => gray)
             }
         }
     }
 
     /// Separable Gaussian blur of an `f32` image `[height, width]` into
     /// `dst` (same shape): weights [`reference::gaussian_weights`]`(sigma)`,
-    /// along rows then columns, edges clamped. `sigma` must be positive
-    /// and at most 21 (64 taps each side). The pass between goes through a
+    /// along rows then columns, edges clamped. `sigma` must be in
+    /// [0.001, 21.3] (at most 64 taps each side). Each sigma compiles its
+    /// own pipeline on the GPU (the weights are constants in the shader). The pass between goes through a
     /// temporary tensor from the zone's pool; [`Kernels::gaussian_blur_via`]
     /// takes one of yours (an arena's, say).
     pub fn gaussian_blur(
@@ -688,7 +683,7 @@ impl<'z> Kernels<'z> {
     }
 
     /// [`Kernels::gaussian_blur`] with the pass between written to `tmp`
-    /// (same shape; its contents are overwritten).
+    /// (same shape; its contents afterwards are unspecified).
     ///
     /// ```
     /// use tensorzone::{Location, Tensor, Zone};
@@ -731,13 +726,11 @@ impl<'z> Kernels<'z> {
         zones.extend(tmp_zone);
         match (self.backend(&zones)?, tmp) {
             (None, _) => {
-                let o = dst.operand_host_out()?;
                 let r = host(src, |s| {
                     ArrayView2::from_shape((h, w), s).map(|s| reference::gaussian_blur(s, sigma))
                 })?
                 .map_err(nd)?;
-                o.copy_from_slice(r.as_slice().ok_or_else(|| nd("not contiguous"))?);
-                Ok(())
+                write_array(dst, &r)
             }
             (Some(_), None) => Err(Error::InvalidArgument {
                 op,
@@ -747,17 +740,15 @@ impl<'z> Kernels<'z> {
                 let groups = groups_2d(op, w, h)?;
                 let mut params = vec![param(op, w)?, param(op, h)?, (weights.len() / 2) as u32, 0];
                 params.extend(weights.iter().map(|w| w.to_bits()));
-                let radius = weights.len() / 2;
-                let key = format!("{op}:r{radius}");
+                // The weights are compiled in: one pipeline per sigma.
+                let key = format!("{op}:{:08x}", sigma.to_bits());
                 let source = || blur_source(&weights);
                 let (s, t) = (src.operand_device_in()?, tmp.operand_device_out()?);
-                self.run(g, &key, source, &[s, t], &params, groups)?;
                 // Written by the first pass: the second reads it as is.
-                tmp.operand_device_written()?;
+                finish!(self.run(g, &key, source, &[s, t], &params, groups); src => tmp)?;
                 params[3] = 1;
                 let (t, d) = (tmp.operand_device_in()?, dst.operand_device_out()?);
-                self.run(g, &key, source, &[t, d], &params, groups)?;
-                dst.operand_device_written()
+                finish!(self.run(g, &key, source, &[t, d], &params, groups); tmp => dst)
             }
         }
     }
@@ -773,38 +764,33 @@ impl<'z> Kernels<'z> {
         same_shape(src.operand_shape(), dst.operand_shape())?;
         match self.backend(&[src.operand_zone(), dst.operand_zone()])? {
             None => {
-                let o = dst.operand_host_out()?;
                 let r = host(src, |s| {
                     ArrayView2::from_shape((h, w), s).map(reference::sobel)
                 })?
                 .map_err(nd)?;
-                o.copy_from_slice(r.as_slice().ok_or_else(|| nd("not contiguous"))?);
-                Ok(())
+                write_array(dst, &r)
             }
             Some(g) => {
                 let params = [param(op, w)?, param(op, h)?];
+                let groups = groups_2d(op, w, h)?;
                 let (s, d) = (src.operand_device_in()?, dst.operand_device_out()?);
-                self.run(
-                    g,
-                    op,
-                    || SOBEL.into(),
-                    &[s, d],
-                    &params,
-                    groups_2d(op, w, h)?,
-                )?;
-                dst.operand_device_written()
+                finish!(self.run(g, op, || SOBEL.into(), &[s, d], &params, groups); src => dst)
             }
         }
     }
 }
 
+/// The smallest blur sigma taken: below it the side weights underflow to
+/// zero anyway (and far below it the weights' formula divides by zero).
+const MIN_SIGMA: f32 = 1e-3;
+
 /// The blur kernel's weights for `sigma`, checked.
 fn blur_weights(sigma: f32) -> Result<ndarray::Array1<f32>> {
     let max_sigma = MAX_BLUR_RADIUS as f32 / 3.0;
-    if !(sigma > 0.0 && sigma <= max_sigma) {
+    if !(MIN_SIGMA..=max_sigma).contains(&sigma) {
         return Err(Error::InvalidArgument {
             op: "gaussian_blur",
-            detail: format!("sigma {sigma} is not in (0, {max_sigma}]"),
+            detail: format!("sigma {sigma} is not in [{MIN_SIGMA}, {max_sigma}]"),
         });
     }
     Ok(reference::gaussian_weights(sigma))
@@ -816,13 +802,17 @@ fn nd(e: impl std::fmt::Display) -> Error {
     }
 }
 
-/// `value`'s bytes repeated to fill a 32-bit word.
-fn word_pattern(bytes: &[u8]) -> u32 {
-    let mut w = [0u8; 4];
+/// `value`'s bytes repeated over 8 bytes, as the even and odd words of the
+/// fill pattern (elements of up to 8 bytes).
+fn word_patterns(bytes: &[u8]) -> (u32, u32) {
+    let mut w = [0u8; 8];
     for (i, b) in w.iter_mut().enumerate() {
         *b = bytes[i % bytes.len()];
     }
-    u32::from_le_bytes(w)
+    (
+        u32::from_le_bytes([w[0], w[1], w[2], w[3]]),
+        u32::from_le_bytes([w[4], w[5], w[6], w[7]]),
+    )
 }
 
 /// A 32-bit element's bits, as the elementwise kernel takes its scalar.
@@ -867,7 +857,8 @@ fn cast_source((src, dst, body): (&str, &str, &str)) -> String {
 #[derive(Clone, Copy, Debug, PartialEq)]
 #[non_exhaustive]
 pub enum Kernel {
-    /// [`Kernels::fill`]: `out` (words), params `[bytes, pattern]`.
+    /// [`Kernels::fill`]: `out` (words), params `[bytes, even word, odd
+    /// word]` (the value's bytes repeated over 8 bytes).
     Fill,
     /// [`Kernels::copy`]: `src`, `dst` (words), params `[words, words]`.
     Copy,
@@ -909,11 +900,12 @@ pub enum Kernel {
 
 /// The WGSL the GPU backend compiles for `kernel`, for pipelines of your
 /// own: entry point `main`; group 0 holds the bindings listed on each
-/// [`Kernel`] variant, then the parameter words, all
-/// `var<storage, read_write>`. One-dimensional kernels run 256-wide
+/// [`Kernel`] variant as `var<storage, read_write>`, then the parameter
+/// words as `var<storage, read>`. One-dimensional kernels run 256-wide
 /// workgroups over `x + y * 256 * groups_x`.
 ///
-/// Errors: [`Error::InvalidArgument`] for a blur `sigma` outside (0, 21].
+/// Errors: [`Error::InvalidArgument`] for a blur `sigma` outside
+/// [0.001, 21.3].
 ///
 /// ```
 /// let src = tensorzone::kernels::wgsl(tensorzone::kernels::Kernel::Sobel).unwrap();

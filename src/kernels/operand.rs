@@ -30,8 +30,11 @@ pub(crate) mod sealed {
         fn operand_zone(&self) -> Result<Zone>;
         /// The tensor's shape.
         fn operand_shape(&self) -> &Shape;
-        /// A binding of the device copy, made current first.
+        /// A binding of the device copy, made current first; the copy is
+        /// held from spilling until [`In::operand_device_done`].
         fn operand_device_in(&mut self) -> Result<wgpu::BufferBinding<'_>>;
+        /// Ends the hold of `operand_device_in` (the kernel is submitted).
+        fn operand_device_done(&mut self) -> Result<()>;
         /// Runs `f` on the host copy, made current first.
         fn operand_host_in<R>(&mut self, f: impl FnOnce(&[T]) -> R) -> Result<R>;
     }
@@ -41,11 +44,13 @@ pub(crate) mod sealed {
         /// A binding of device storage for the kernel to overwrite: nothing
         /// is uploaded first.
         fn operand_device_out(&mut self) -> Result<wgpu::BufferBinding<'_>>;
-        /// Records that the kernel wrote the device copy.
+        /// Records that the kernel wrote the device copy, and ends the hold
+        /// of `operand_device_out`.
         fn operand_device_written(&mut self) -> Result<()>;
-        /// Host storage to overwrite (nothing is downloaded first); the
-        /// host copy is current and the device copy stale afterwards.
-        fn operand_host_out(&mut self) -> Result<&mut [T]>;
+        /// Runs `f` on host storage to overwrite (nothing is downloaded
+        /// first). If `f` succeeds the host copy is current and the device
+        /// copy stale; if it fails, the tensor's state is as before.
+        fn operand_host_write<R>(&mut self, f: impl FnOnce(&mut [T]) -> Result<R>) -> Result<R>;
     }
 }
 
@@ -60,7 +65,10 @@ macro_rules! storage_operand {
                 Storage::shape(self)
             }
             fn operand_device_in(&mut self) -> Result<wgpu::BufferBinding<'_>> {
-                sync::binding(self)
+                sync::binding_held(self)
+            }
+            fn operand_device_done(&mut self) -> Result<()> {
+                sync::release_hold(self)
             }
             fn operand_host_in<R>(&mut self, f: impl FnOnce(&[T]) -> R) -> Result<R> {
                 Ok(f(sync::as_slice(self)?))
@@ -74,8 +82,13 @@ macro_rules! storage_operand {
             fn operand_device_written(&mut self) -> Result<()> {
                 sync::kernel_wrote_device(self)
             }
-            fn operand_host_out(&mut self) -> Result<&mut [T]> {
-                sync::host_for_write(self)
+            fn operand_host_write<R>(
+                &mut self,
+                f: impl FnOnce(&mut [T]) -> Result<R>,
+            ) -> Result<R> {
+                let r = f(sync::host_for_write(self)?)?;
+                sync::host_written(self)?;
+                Ok(r)
             }
         }
 
@@ -95,10 +108,16 @@ impl<T: Element> sealed::In<T> for SharedTensor<T> {
         self.shape()
     }
     fn operand_device_in(&mut self) -> Result<wgpu::BufferBinding<'_>> {
+        // A shared tensor's binding pins its copy for the handle's life.
         self.binding()
     }
+    fn operand_device_done(&mut self) -> Result<()> {
+        Ok(())
+    }
     fn operand_host_in<R>(&mut self, f: impl FnOnce(&[T]) -> R) -> Result<R> {
-        Ok(f(&self.read()?))
+        // A copy, not the lock: two clones of one shared tensor may be
+        // inputs of the same kernel, and the lock is not reentrant.
+        Ok(f(&self.to_vec()?))
     }
 }
 

@@ -230,11 +230,31 @@ pub(crate) fn binding<T: Element>(s: &mut impl Storage<T>) -> Result<wgpu::Buffe
         return Err(Error::NeedsGpu { op: "binding" });
     }
     sync_device(s)?;
-    bind(s)
+    bind(s, false)
+}
+
+/// [`binding`] for a kernel of the crate's: the copy is held from spilling
+/// until [`release_hold`], after the kernel is submitted.
+pub(crate) fn binding_held<T: Element>(s: &mut impl Storage<T>) -> Result<wgpu::BufferBinding<'_>> {
+    if s.zone().wgpu_device().is_none() {
+        return Err(Error::NeedsGpu { op: "binding" });
+    }
+    sync_device(s)?;
+    bind(s, true)
+}
+
+/// Ends the hold of [`binding_held`] or [`binding_for_write`].
+pub(crate) fn release_hold<T: Element>(s: &mut impl Storage<T>) -> Result<()> {
+    let p = s.parts()?;
+    if let Some(pin) = &p.pin {
+        pin.release_hold(p.zone.inner.tracking.registry.binding_mark());
+    }
+    Ok(())
 }
 
 /// A wgpu binding of the device storage for a kernel that overwrites every
-/// element: nothing is uploaded or cleared first.
+/// element: nothing is uploaded or cleared first. Held like
+/// [`binding_held`].
 pub(crate) fn binding_for_write<T: Element>(
     s: &mut impl Storage<T>,
 ) -> Result<wgpu::BufferBinding<'_>> {
@@ -242,35 +262,63 @@ pub(crate) fn binding_for_write<T: Element>(
         return Err(Error::NeedsGpu { op: "binding" });
     }
     s.ensure_device()?;
-    bind(s)
+    bind(s, true)
 }
 
-/// Records that a kernel overwrote every element of the device copy.
+/// Records that a kernel overwrote every element of the device copy, and
+/// ends its hold.
 pub(crate) fn kernel_wrote_device<T: Element>(s: &mut impl Storage<T>) -> Result<()> {
     let p = s.parts()?;
     p.state.device_written();
+    if let Some(pin) = &p.pin {
+        pin.release_hold(p.zone.inner.tracking.registry.binding_mark());
+    }
     Ok(())
 }
 
 /// Host storage for code that overwrites every element: nothing is
-/// downloaded first; the host copy is current afterwards.
+/// downloaded first. Call [`host_written`] once it is written.
 pub(crate) fn host_for_write<T: Element>(s: &mut impl Storage<T>) -> Result<&mut [T]> {
     s.ensure_host()?;
     let p = s.host_parts()?;
-    p.state.host_written();
     p.host.ok_or(Error::NoDeviceCopy {
         op: "host_for_write",
     })
 }
 
-/// The binding of the device copy `s` has now.
-fn bind<T: Element>(s: &mut impl Storage<T>) -> Result<wgpu::BufferBinding<'_>> {
-    let size = NonZeroU64::new(crate::backend::copy_len(s.byte_len()));
+/// Records that the host copy was overwritten: it is current, the device
+/// copy stale.
+pub(crate) fn host_written<T: Element>(s: &mut impl Storage<T>) -> Result<()> {
+    let p = s.host_parts()?;
+    p.state.host_written();
+    Ok(())
+}
+
+/// The binding of the device copy `s` has now; `hold` keeps the copy from
+/// spilling until [`release_hold`].
+fn bind<T: Element>(s: &mut impl Storage<T>, hold: bool) -> Result<wgpu::BufferBinding<'_>> {
+    let bytes = crate::backend::copy_len(s.byte_len());
+    if let Some(max) = s.zone().max_binding() {
+        if bytes > max {
+            return Err(Error::InvalidArgument {
+                op: "binding",
+                detail: format!(
+                    "a {bytes}-byte tensor is over the adapter's max_storage_buffer_binding_size ({max})"
+                ),
+            });
+        }
+    }
+    let size = NonZeroU64::new(bytes);
     let p = s.parts()?;
     let place = p.device.ok_or(Error::NoDeviceCopy { op: "binding" })?;
     if let Some(pin) = &p.pin {
-        // A kernel may use the copy until the zone next waits for the device.
-        pin.mark_bound(p.zone.inner.tracking.registry.binding_mark());
+        if hold {
+            pin.hold();
+        } else {
+            // A kernel may use the copy until the zone next waits for the
+            // device.
+            pin.mark_bound(p.zone.inner.tracking.registry.binding_mark());
+        }
     }
     if p.bound.is_none() {
         match p.zone.block_of(place)? {
