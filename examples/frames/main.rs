@@ -147,8 +147,6 @@ fn run() -> Result<(), Box<dyn Error>> {
     let args = parse_args()?;
     let zone = Zone::builder().label("frames").build()?;
     println!("backend: {}", zone.info());
-    std::fs::create_dir_all(&args.output)
-        .map_err(|e| format!("cannot create output folder {}: {e}", args.output.display()))?;
     let trace_path = args
         .trace
         .clone()
@@ -158,6 +156,9 @@ fn run() -> Result<(), Box<dyn Error>> {
         Some(dir) => Some(list_inputs(dir)?),
         None => None,
     };
+    // After the input is known good: a bad one leaves no empty folder.
+    std::fs::create_dir_all(&args.output)
+        .map_err(|e| format!("cannot create output folder {}: {e}", args.output.display()))?;
     let total = inputs.as_ref().map_or(args.frames, Vec::len);
     match &args.input {
         Some(dir) => println!("input: {total} files in {}", dir.display()),
