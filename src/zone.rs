@@ -757,6 +757,14 @@ impl Zone {
         }
     }
 
+    /// Submits the kernels recorded so far ([`crate::kernels`] batches
+    /// them until something else needs the queue).
+    pub(crate) fn flush_kernels(&self) {
+        if let Backend::Gpu(g) = &*self.inner.backend {
+            g.flush_kernels();
+        }
+    }
+
     /// The largest storage binding the device takes (`None` on the CPU).
     pub(crate) fn max_binding(&self) -> Option<u64> {
         match &*self.inner.backend {

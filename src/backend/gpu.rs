@@ -51,15 +51,29 @@ pub(crate) struct GpuBackend {
     pipelines: Mutex<std::collections::HashMap<String, Arc<Pipeline>>>,
     /// Pipelines compiled, for tests and reports.
     pub(crate) pipelines_compiled: std::sync::atomic::AtomicU64,
-    /// The kernels' parameter buffer, made on the first kernel. Its lock
-    /// is held from writing a kernel's parameters to submitting it, so a
-    /// write lands in the queue right before the kernel that reads it.
-    params: Mutex<Option<wgpu::Buffer>>,
+    /// Kernels recorded and not yet submitted (see `dispatch`), and the
+    /// parameter buffer they read, made on the first kernel.
+    kernels: Mutex<KernelBatch>,
 }
 
-/// Bytes of the kernels' parameter buffer: the longest parameter list (a
-/// blur's 4 words and 129 weights) fits.
-pub(crate) const PARAMS_BYTES: u64 = 1024;
+/// One kernel's slot in the parameter buffer: the longest parameter list
+/// (a blur's 4 words and 129 weights) fits, at an offset every adapter
+/// takes for a storage binding.
+pub(crate) const PARAM_SLOT: u64 = 1024;
+/// Kernels one batch holds before it is submitted.
+const PARAM_SLOTS: u64 = 64;
+
+/// Kernels recorded into one command encoder, submitted together when
+/// anything else needs the queue (`flush_kernels`): a frame's kernels then
+/// cost one submission, not one each.
+#[derive(Default)]
+struct KernelBatch {
+    params_buffer: Option<wgpu::Buffer>,
+    encoder: Option<wgpu::CommandEncoder>,
+    /// The batch's parameters, one `PARAM_SLOT` per kernel, written to
+    /// the buffer right before the batch is submitted.
+    params: Vec<u8>,
+}
 
 /// A compiled compute pipeline and its bind group layout.
 pub(crate) struct Pipeline {
@@ -136,9 +150,11 @@ impl GpuBackend {
         p
     }
 
-    /// Runs `p` once over `bindings` (group 0, bindings 0, 1, … in order)
-    /// and the parameter buffer holding `params` (bound last), with
-    /// `groups` workgroups, submitted at once.
+    /// Records `p` once over `bindings` (group 0, bindings 0, 1, … in
+    /// order) and a parameter slot holding `params` (bound last), with
+    /// `groups` workgroups. The kernel joins the open batch, which goes to
+    /// the queue before any other submission, map or wait
+    /// ([`GpuBackend::flush_kernels`]), or when its slots run out.
     pub(crate) fn dispatch(
         &self,
         p: &Pipeline,
@@ -147,26 +163,27 @@ impl GpuBackend {
         groups: [u32; 3],
     ) -> Result<()> {
         self.check_alive()?;
-        if params.len() as u64 * 4 > PARAMS_BYTES {
+        if params.len() as u64 * 4 > PARAM_SLOT {
             return Err(Error::Backend {
                 detail: format!(
-                    "{} kernel parameters do not fit the parameter buffer",
+                    "{} kernel parameters do not fit a parameter slot",
                     params.len()
                 ),
             });
         }
-        let mut held = self.params.lock().unwrap_or_else(|p| p.into_inner());
-        if held.is_none() {
+        let mut batch = self.kernels.lock().unwrap_or_else(|p| p.into_inner());
+        if batch.params_buffer.is_none() {
+            let size = PARAM_SLOT * PARAM_SLOTS;
             let buffer = self
                 .create_buffer(
-                    PARAMS_BYTES,
+                    size,
                     DEVICE_USAGE,
                     "tensorzone kernel parameters (device)",
                     false,
                 )
                 .map_err(|e| match e {
                     CreateError::OutOfMemory(detail) => Error::OutOfMemory {
-                        requested: PARAMS_BYTES,
+                        requested: size,
                         reserved: 0,
                         live: 0,
                         cached: 0,
@@ -177,15 +194,24 @@ impl GpuBackend {
                     CreateError::Other(e) => e,
                 })?;
             self.scratch_created.fetch_add(1, Ordering::Relaxed);
-            *held = Some(buffer);
+            batch.params_buffer = Some(buffer);
         }
-        let Some(pbuf) = held.as_ref() else {
+        if batch.params.len() as u64 >= PARAM_SLOT * PARAM_SLOTS {
+            self.submit_batch(&mut batch);
+        }
+        let offset = batch.params.len() as u64;
+        batch.params.extend_from_slice(bytemuck::cast_slice(params));
+        batch.params.resize((offset + PARAM_SLOT) as usize, 0);
+        let KernelBatch {
+            params_buffer: Some(pbuf),
+            encoder,
+            ..
+        } = &mut *batch
+        else {
             return Err(Error::Backend {
                 detail: "kernel parameter buffer missing".into(),
             });
         };
-        self.queue
-            .write_buffer(pbuf, 0, bytemuck::cast_slice(params));
         let mut entries: Vec<wgpu::BindGroupEntry<'_>> = bindings
             .iter()
             .enumerate()
@@ -196,29 +222,52 @@ impl GpuBackend {
             .collect();
         entries.push(wgpu::BindGroupEntry {
             binding: bindings.len() as u32,
-            resource: pbuf.as_entire_binding(),
+            resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                buffer: pbuf,
+                offset,
+                size: wgpu::BufferSize::new(PARAM_SLOT),
+            }),
         });
         let group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
             label: Some("tensorzone kernel"),
             layout: &p.layout,
             entries: &entries,
         });
-        let mut enc = self
-            .device
-            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                label: Some("tensorzone kernel"),
-            });
-        {
-            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                label: Some("tensorzone kernel"),
-                timestamp_writes: None,
-            });
-            pass.set_pipeline(&p.pipeline);
-            pass.set_bind_group(0, &group, &[]);
-            pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
-        }
-        self.queue.submit([enc.finish()]);
+        let enc = encoder.get_or_insert_with(|| {
+            self.device
+                .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                    label: Some("tensorzone kernels"),
+                })
+        });
+        let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+            label: Some("tensorzone kernel"),
+            timestamp_writes: None,
+        });
+        pass.set_pipeline(&p.pipeline);
+        pass.set_bind_group(0, &group, &[]);
+        pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
         Ok(())
+    }
+
+    /// Submits the kernels recorded so far, if any. Everything else that
+    /// reaches the queue or maps memory calls it first, so the queue sees
+    /// work in the order the zone was asked for it.
+    pub(crate) fn flush_kernels(&self) {
+        let mut batch = self.kernels.lock().unwrap_or_else(|p| p.into_inner());
+        self.submit_batch(&mut batch);
+    }
+
+    fn submit_batch(&self, batch: &mut KernelBatch) {
+        let Some(enc) = batch.encoder.take() else {
+            return;
+        };
+        if let Some(pbuf) = &batch.params_buffer {
+            // Applied at the start of this submission: after the batches
+            // before it, which read the same slots, have run.
+            self.queue.write_buffer(pbuf, 0, &batch.params);
+        }
+        batch.params.clear();
+        self.queue.submit([enc.finish()]);
     }
 
     /// Opens the best adapter wgpu finds, with all of its limits.
@@ -282,7 +331,7 @@ impl GpuBackend {
             scratch: Mutex::new(None),
             scratch_created: std::sync::atomic::AtomicU64::new(0),
             pipelines: Default::default(),
-            params: Mutex::new(None),
+            kernels: Mutex::new(KernelBatch::default()),
             pipelines_compiled: std::sync::atomic::AtomicU64::new(0),
         })
     }
@@ -303,8 +352,9 @@ impl GpuBackend {
     /// held): device memory outside the pools.
     pub(crate) fn scratch_bytes(&self) -> u64 {
         let scratch = self.scratch.lock().unwrap_or_else(|p| p.into_inner());
-        let params = self.params.lock().unwrap_or_else(|p| p.into_inner());
-        scratch.as_ref().map_or(0, |b| b.size()) + params.as_ref().map_or(0, |b| b.size())
+        let batch = self.kernels.lock().unwrap_or_else(|p| p.into_inner());
+        scratch.as_ref().map_or(0, |b| b.size())
+            + batch.params_buffer.as_ref().map_or(0, |b| b.size())
     }
 
     /// Drops the scratch buffer; returns its bytes. A later copy within one
@@ -364,6 +414,7 @@ impl GpuBackend {
 
     fn submit(&self, encoder: wgpu::CommandEncoder) -> Result<wgpu::SubmissionIndex> {
         self.check_alive()?;
+        self.flush_kernels();
         Ok(self.queue.submit([encoder.finish()]))
     }
 
@@ -522,6 +573,8 @@ impl GpuBackend {
         range: std::ops::Range<u64>,
     ) -> Result<()> {
         self.check_alive()?;
+        // Kernels recorded on this buffer run before it is mapped.
+        self.flush_kernels();
         let flag = Arc::new(AtomicU8::new(MAP_PENDING));
         let cb = Arc::clone(&flag);
         buffer.map_async(mode, range, move |r| {
@@ -593,8 +646,10 @@ impl GpuBackend {
         let _ = self.device.poll(wgpu::PollType::Poll);
     }
 
-    /// Waits for all submitted work.
+    /// Waits for all work asked for so far (recorded kernels are submitted
+    /// first).
     pub(crate) fn wait_idle(&self) -> Result<()> {
+        self.flush_kernels();
         self.device
             .poll(wgpu::PollType::wait_indefinitely())
             .map(|_| ())

@@ -6,8 +6,11 @@
 //! written copy current: a device copy on the GPU (read it back with
 //! `to_vec`, or feed it to the next kernel with no transfer), a host copy
 //! on the CPU. Pipelines are compiled on a zone's first call of each kernel
-//! and cached with its device (child zones share them). Work is submitted
-//! at once and not waited for; a read back waits.
+//! and cached with its device (child zones share them). Kernels are
+//! recorded into one command buffer and submitted together when anything
+//! else needs the queue (a transfer, a read back, `zone.synchronize()`, a
+//! `binding()` for work of your own), so a frame's kernels cost one
+//! submission; nothing waits until a read back does.
 //!
 //! ```
 //! use tensorzone::{Location, Tensor, Zone};

@@ -109,7 +109,7 @@ impl<T: Element> sealed::In<T> for SharedTensor<T> {
     }
     fn operand_device_in(&mut self) -> Result<wgpu::BufferBinding<'_>> {
         // A shared tensor's binding pins its copy for the handle's life.
-        self.binding()
+        self.kernel_binding()
     }
     fn operand_device_done(&mut self) -> Result<()> {
         Ok(())

@@ -350,6 +350,18 @@ impl<T: Element> SharedTensor<T> {
     ///
     /// Errors: [`Error::NeedsGpu`] on the CPU backend.
     pub fn binding(&self) -> Result<wgpu::BufferBinding<'_>> {
+        // Work of one's own bound to this tensor runs after the kernels
+        // asked for so far.
+        self.with(|t| {
+            t.zone().flush_kernels();
+            Ok(())
+        })?;
+        self.kernel_binding()
+    }
+
+    /// [`SharedTensor::binding`] for the crate's kernels, which join the
+    /// open batch.
+    pub(crate) fn kernel_binding(&self) -> Result<wgpu::BufferBinding<'_>> {
         let (place, len) = self.with(|t| {
             if t.zone().wgpu_device().is_none() {
                 return Err(Error::NeedsGpu { op: "binding" });

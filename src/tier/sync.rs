@@ -224,12 +224,15 @@ pub(crate) fn mark_device_written<T: Element>(s: &mut impl Storage<T>) -> Result
     Ok(())
 }
 
-/// A wgpu binding of the device copy, made current first.
+/// A wgpu binding of the device copy, made current first, for work of the
+/// caller's own: the crate's kernels asked for so far are submitted first,
+/// so that work runs after them.
 pub(crate) fn binding<T: Element>(s: &mut impl Storage<T>) -> Result<wgpu::BufferBinding<'_>> {
     if s.zone().wgpu_device().is_none() {
         return Err(Error::NeedsGpu { op: "binding" });
     }
     sync_device(s)?;
+    s.zone().flush_kernels();
     bind(s, false)
 }
 
