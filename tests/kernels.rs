@@ -569,3 +569,45 @@ fn a_tensor_over_the_binding_limit_is_a_typed_error_not_garbage() {
         "{err}"
     );
 }
+
+/// Kernels are batched into one submission: whatever else reaches the
+/// queue afterwards (an upload, work of one's own through `binding`) must
+/// still run after them.
+#[test]
+fn batched_kernels_stay_in_order_with_transfers_and_own_work() {
+    for zone in common::zones() {
+        let k = zone.kernels();
+        let mut t = out::<u32>(&zone, &[300]);
+        let mut o = out::<u32>(&zone, &[300]);
+        k.fill(&mut t, 1).unwrap();
+        // The upload comes after the fill, so the scale sees 2s.
+        t.write_device(&[2; 300]).unwrap();
+        k.scale(&mut t, 3, &mut o).unwrap();
+        assert_eq!(o.to_vec().unwrap(), [6; 300]);
+
+        let Some(_) = zone.wgpu_device() else {
+            continue;
+        };
+        // Already on the device: taking its binding moves nothing, so
+        // only the flush a binding makes puts the fill first.
+        let mut doubled = dev(&zone, &[300], &[0u32; 300]);
+        k.fill(&mut t, 7).unwrap();
+        let wgsl = "@group(0) @binding(0) var<storage, read_write> a: array<u32>;
+            @group(0) @binding(1) var<storage, read_write> b: array<u32>;
+            @compute @workgroup_size(64) fn main(@builtin(global_invocation_id) g: vec3<u32>) {
+                if (g.x < 300u) { b[g.x] = a[g.x] * 2u; }
+            }";
+        let (ta, tb) = (t.binding().unwrap(), doubled.binding().unwrap());
+        common::dispatch(
+            &zone,
+            wgsl,
+            vec![
+                wgpu::BindingResource::Buffer(ta),
+                wgpu::BindingResource::Buffer(tb),
+            ],
+            5,
+        );
+        doubled.mark_device_written().unwrap();
+        assert_eq!(doubled.to_vec().unwrap(), [14; 300]);
+    }
+}
