@@ -17,8 +17,12 @@
 //! backend. The criterion benches (`cargo bench`) measure the same things
 //! with more samples; BENCHMARKS.md has their results.
 
+#[path = "../benches/common/mod.rs"]
+mod common;
 #[path = "../benches/common/frame_pipeline.rs"]
 mod frame_pipeline;
+
+use common::fmt_ns;
 
 use std::collections::BTreeMap;
 use std::error::Error;
@@ -86,16 +90,6 @@ impl Figures {
 
     fn skipped(&mut self, what: &str, why: &str) {
         self.rows.push(format!("{what:<22} skipped: {why}"));
-    }
-}
-
-fn fmt_ns(ns: f64) -> String {
-    if ns >= 1e6 {
-        format!("{:.3} ms", ns / 1e6)
-    } else if ns >= 1e3 {
-        format!("{:.3} µs", ns / 1e3)
-    } else {
-        format!("{ns:.1} ns")
     }
 }
 

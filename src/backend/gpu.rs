@@ -173,27 +173,11 @@ impl GpuBackend {
         }
         let mut batch = self.kernels.lock().unwrap_or_else(|p| p.into_inner());
         if batch.params_buffer.is_none() {
-            let size = PARAM_SLOT * PARAM_SLOTS;
-            let buffer = self
-                .create_buffer(
-                    size,
-                    DEVICE_USAGE,
-                    "tensorzone kernel parameters (device)",
-                    false,
-                )
-                .map_err(|e| match e {
-                    CreateError::OutOfMemory(detail) => Error::OutOfMemory {
-                        requested: size,
-                        reserved: 0,
-                        live: 0,
-                        cached: 0,
-                        largest_free: 0,
-                        limit: None,
-                        detail: format!("kernel parameter buffer: {detail}"),
-                    },
-                    CreateError::Other(e) => e,
-                })?;
-            self.scratch_created.fetch_add(1, Ordering::Relaxed);
+            let buffer = self.create_internal(
+                PARAM_SLOT * PARAM_SLOTS,
+                "tensorzone kernel parameters (device)",
+                "kernel parameter buffer",
+            )?;
             batch.params_buffer = Some(buffer);
         }
         if batch.params.len() as u64 >= PARAM_SLOT * PARAM_SLOTS {
@@ -412,6 +396,28 @@ impl GpuBackend {
         Ok(buffer)
     }
 
+    /// A device buffer of the backend's own (outside the pools), counted
+    /// with the zone's device blocks; `what` names it in an out-of-memory
+    /// error.
+    fn create_internal(&self, size: u64, label: &str, what: &str) -> Result<wgpu::Buffer> {
+        let buffer = self
+            .create_buffer(size, DEVICE_USAGE, label, false)
+            .map_err(|e| match e {
+                CreateError::OutOfMemory(detail) => Error::OutOfMemory {
+                    requested: size,
+                    reserved: 0,
+                    live: 0,
+                    cached: 0,
+                    largest_free: 0,
+                    limit: None,
+                    detail: format!("{what}: {detail}"),
+                },
+                CreateError::Other(e) => e,
+            })?;
+        self.scratch_created.fetch_add(1, Ordering::Relaxed);
+        Ok(buffer)
+    }
+
     fn submit(&self, encoder: wgpu::CommandEncoder) -> Result<wgpu::SubmissionIndex> {
         self.check_alive()?;
         self.flush_kernels();
@@ -444,21 +450,11 @@ impl GpuBackend {
         let mut scratch = self.scratch.lock().unwrap_or_else(|p| p.into_inner());
         if scratch.as_ref().is_none_or(|b| b.size() < len) {
             let size = len.next_power_of_two().max(1 << 20);
-            let buffer = self
-                .create_buffer(size, DEVICE_USAGE, "tensorzone scratch (device)", false)
-                .map_err(|e| match e {
-                    CreateError::OutOfMemory(detail) => Error::OutOfMemory {
-                        requested: size,
-                        reserved: 0,
-                        live: 0,
-                        cached: 0,
-                        largest_free: 0,
-                        limit: None,
-                        detail: format!("scratch buffer for a copy within one slab: {detail}"),
-                    },
-                    CreateError::Other(e) => e,
-                })?;
-            self.scratch_created.fetch_add(1, Ordering::Relaxed);
+            let buffer = self.create_internal(
+                size,
+                "tensorzone scratch (device)",
+                "scratch buffer for a copy within one slab",
+            )?;
             *scratch = Some(buffer);
         }
         let Some(tmp) = scratch.as_ref() else {
