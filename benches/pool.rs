@@ -34,6 +34,26 @@ const LOOP_ITERS: usize = 10_000;
 
 // ----- benchmarks ------------------------------------------------------------
 
+/// The tensorzone pair (`Tensor::empty` on the device + drop) of `n` bytes
+/// in `zone`, recorded under `key`, after one pair that warms the pool for
+/// this size so the measured loop is steady state.
+fn bench_pair(
+    g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    zone: &Zone,
+    n: u64,
+    name: &str,
+    key: &str,
+) {
+    g.throughput(Throughput::Elements(1));
+    drop(Tensor::<u8>::empty(zone, [n as usize], Location::Device).unwrap());
+    g.bench_function(BenchmarkId::new("tensorzone", name), |b| {
+        common::timed(b, key, || {
+            let t = Tensor::<u8>::empty(zone, [n as usize], Location::Device).unwrap();
+            drop(black_box(t));
+        })
+    });
+}
+
 /// One group: pooled alloc + free in `zone` against `peer(n)` at each size.
 /// Medians are recorded as `{tag}/tensorzone/{size}` and `{tag}/{peer_key}/{size}`.
 fn bench_pool(
@@ -48,15 +68,7 @@ fn bench_pool(
         .measurement_time(MEASURE)
         .warm_up_time(WARM_UP);
     for (n, name) in SIZES {
-        g.throughput(Throughput::Elements(1));
-        // Warm the pool for this size so the measured loop is steady state.
-        drop(Tensor::<u8>::empty(zone, [n as usize], Location::Device).unwrap());
-        g.bench_function(BenchmarkId::new("tensorzone", name), |b| {
-            common::timed(b, &format!("{tag}/tensorzone/{name}"), || {
-                let t = Tensor::<u8>::empty(zone, [n as usize], Location::Device).unwrap();
-                drop(black_box(t));
-            })
-        });
+        bench_pair(&mut g, zone, n, name, &format!("{tag}/tensorzone/{name}"));
         if n == SIZES[0].0 {
             // The same pair when the caller borrows the tensor and then
             // moves it (`drop(t)` after `&t` escaped): the move copies the
@@ -104,14 +116,7 @@ fn bench_tracked(c: &mut Criterion, zone: &Zone, tag: &str) {
         .measurement_time(MEASURE)
         .warm_up_time(WARM_UP);
     for (n, name) in SIZES {
-        g.throughput(Throughput::Elements(1));
-        drop(Tensor::<u8>::empty(zone, [n as usize], Location::Device).unwrap());
-        g.bench_function(BenchmarkId::new("tensorzone", name), |b| {
-            common::timed(b, &format!("{tag}/tracked/{name}"), || {
-                let t = Tensor::<u8>::empty(zone, [n as usize], Location::Device).unwrap();
-                drop(black_box(t));
-            })
-        });
+        bench_pair(&mut g, zone, n, name, &format!("{tag}/tracked/{name}"));
     }
     g.finish();
 }
