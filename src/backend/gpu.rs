@@ -474,19 +474,34 @@ impl GpuBackend {
         self.submit(enc).map(|_| ())
     }
 
-    /// Writes `data` into a buffer that is mapped for writing, at `offset`.
-    /// The mapped window is widened to wgpu's map alignment; bytes outside
-    /// `data` are left as they are.
+    /// Copies `data` into a buffer mapped for writing, at byte `offset`.
     pub(crate) fn write_mapped(buffer: &wgpu::Buffer, offset: u64, data: &[u8]) -> Result<()> {
-        let start = offset - offset % wgpu::MAP_ALIGNMENT;
-        let end = super::copy_len(offset + data.len() as u64).min(buffer.size());
+        Self::with_mapped_range(buffer, offset..offset + data.len() as u64, |mut w| {
+            w.copy_from_slice(data)
+        })
+    }
+
+    /// Zeroes `range` of a buffer mapped for writing.
+    pub(crate) fn zero_mapped(buffer: &wgpu::Buffer, range: std::ops::Range<u64>) -> Result<()> {
+        Self::with_mapped_range(buffer, range, |mut w| w.fill(0))
+    }
+
+    /// Hands `f` the bytes `range` of a buffer mapped for writing; the
+    /// mapped view itself is widened to wgpu's alignment.
+    fn with_mapped_range(
+        buffer: &wgpu::Buffer,
+        range: std::ops::Range<u64>,
+        f: impl FnOnce(wgpu::WriteOnly<'_, [u8]>),
+    ) -> Result<()> {
+        let start = range.start - range.start % wgpu::MAP_ALIGNMENT;
+        let end = super::copy_len(range.end).min(buffer.size());
         let mut view = buffer
             .get_mapped_range_mut(start..end)
             .map_err(|e| Error::MapFailed {
                 detail: e.to_string(),
             })?;
-        let at = (offset - start) as usize;
-        view.slice(at..at + data.len()).copy_from_slice(data);
+        let at = (range.start - start) as usize;
+        f(view.slice(at..at + (range.end - range.start) as usize));
         Ok(())
     }
 

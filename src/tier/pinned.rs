@@ -3,6 +3,7 @@
 
 use std::fmt;
 use std::marker::PhantomData;
+use std::ops::Range;
 
 use crate::backend::gpu::GpuBackend;
 use crate::backend::StagingBlock;
@@ -34,8 +35,16 @@ pub struct PinnedBuffer<T: Element> {
     zone: Zone,
     staging: Option<Staging>,
     len: usize,
+    /// Byte ranges written so far, sorted and merged; `None` once every
+    /// byte is known to hold the caller's data or zeros (a fresh buffer,
+    /// or after [`PinnedBuffer::zero_unwritten`]).
+    written: Option<Vec<Range<u64>>>,
     _elem: PhantomData<fn() -> T>,
 }
+
+/// Past this many separate written ranges the rest is zeroed at once, so a
+/// writer of many scattered rows costs no more than the full clear did.
+const MAX_RANGES: usize = 64;
 
 impl Zone {
     /// A pinned (mapped staging) buffer for `len` elements of `T`.
@@ -46,18 +55,18 @@ impl Zone {
         let (_, bytes) = crate::tier::owned::checked::<T>(len)?;
         self.check_fits(bytes)?;
         let staging = self.acquire_upload(bytes)?;
-        let mut pinned = PinnedBuffer {
+        // A reused buffer still holds an earlier upload; bytes the caller
+        // leaves unwritten must read as zeros, not as another tensor's data.
+        // They are zeroed at upload, so a caller who writes the whole
+        // buffer never pays for a clear.
+        let written = (!staging.fresh).then(Vec::new);
+        Ok(PinnedBuffer {
             zone: self.clone(),
             staging: Some(staging),
             len,
+            written,
             _elem: PhantomData,
-        };
-        // A reused buffer still holds an earlier upload; bytes the caller
-        // leaves unwritten must read as zeros, not as another tensor's data.
-        if pinned.staging.as_ref().is_some_and(|s| !s.fresh) {
-            pinned.zero()?;
-        }
-        Ok(pinned)
+        })
     }
 }
 
@@ -92,20 +101,49 @@ impl<T: Element> PinnedBuffer<T> {
         let at = (offset * std::mem::size_of::<T>()) as u64;
         let bytes: &[u8] = bytemuck::cast_slice(data);
         match self.staging.as_mut().map(|s| &mut s.block) {
-            Some(StagingBlock::Gpu(buf)) => GpuBackend::write_mapped(buf, at, bytes),
+            Some(StagingBlock::Gpu(buf)) => GpuBackend::write_mapped(buf, at, bytes)?,
             Some(StagingBlock::Cpu(host)) => {
-                host[at as usize..at as usize + bytes.len()].copy_from_slice(bytes);
-                Ok(())
+                host[at as usize..at as usize + bytes.len()].copy_from_slice(bytes)
             }
-            None => Err(Error::MapFailed {
-                detail: "pinned buffer already consumed".into(),
-            }),
+            None => {
+                return Err(Error::MapFailed {
+                    detail: "pinned buffer already consumed".into(),
+                })
+            }
         }
+        self.note_written(at..at + bytes.len() as u64)
+    }
+
+    /// Adds `range` to the written ranges, merging neighbours.
+    fn note_written(&mut self, range: Range<u64>) -> Result<()> {
+        let Some(written) = self.written.as_mut() else {
+            return Ok(());
+        };
+        if range.is_empty() {
+            return Ok(());
+        }
+        // The first range that ends at or after the new start may touch it;
+        // every range from there that starts at or before its end merges.
+        let first = written.partition_point(|r| r.end < range.start);
+        let mut merged = range;
+        let mut last = first;
+        while last < written.len() && written[last].start <= merged.end {
+            merged.start = merged.start.min(written[last].start);
+            merged.end = merged.end.max(written[last].end);
+            last += 1;
+        }
+        written.splice(first..last, [merged]);
+        if written.len() > MAX_RANGES {
+            self.zero_unwritten()?;
+        }
+        Ok(())
     }
 
     /// Hands `f` the buffer's bytes (`len * size_of::<T>()` of them) as a
     /// write-only slice, for writers that fill memory in place.
     pub fn with_bytes<R>(&mut self, f: impl FnOnce(wgpu::WriteOnly<'_, [u8]>) -> R) -> Result<R> {
+        // What the closure leaves unwritten cannot be known: clear it first.
+        self.zero_unwritten()?;
         let bytes = self.len * std::mem::size_of::<T>();
         match self.staging.as_mut().map(|s| &mut s.block) {
             Some(StagingBlock::Gpu(buf)) => GpuBackend::with_mapped(buf, bytes as u64, f),
@@ -116,22 +154,42 @@ impl<T: Element> PinnedBuffer<T> {
         }
     }
 
-    /// Zero-fills the buffer up to its padded length (what an upload copies).
-    fn zero(&mut self) -> Result<()> {
+    /// Zero-fills what was not written, up to the padded length (what an
+    /// upload copies), in a reused buffer; a fresh one is zeroed already.
+    fn zero_unwritten(&mut self) -> Result<()> {
+        let Some(written) = self.written.take() else {
+            return Ok(());
+        };
         let padded = crate::backend::copy_len((self.len * std::mem::size_of::<T>()) as u64);
-        match self.staging.as_mut().map(|s| &mut s.block) {
-            Some(StagingBlock::Gpu(buf)) => GpuBackend::with_mapped(buf, padded, |mut w| w.fill(0)),
-            Some(StagingBlock::Cpu(host)) => {
-                host[..padded as usize].fill(0);
-                Ok(())
+        let mut gaps = Vec::with_capacity(written.len() + 1);
+        let mut at = 0;
+        for r in written.iter().chain([&(padded..padded)]) {
+            if r.start > at {
+                gaps.push(at..r.start.min(padded));
             }
-            None => Ok(()),
+            at = at.max(r.end);
         }
+        match self.staging.as_mut().map(|s| &mut s.block) {
+            Some(StagingBlock::Gpu(buf)) => {
+                for gap in gaps {
+                    GpuBackend::zero_mapped(buf, gap)?;
+                }
+            }
+            Some(StagingBlock::Cpu(host)) => {
+                for gap in gaps {
+                    host[gap.start as usize..gap.end as usize].fill(0);
+                }
+            }
+            None => {}
+        }
+        Ok(())
     }
 
-    pub(crate) fn into_staging(mut self) -> Staging {
+    /// The staging buffer, its unwritten bytes zeroed, for an upload.
+    pub(crate) fn into_staging(mut self) -> Result<Staging> {
+        self.zero_unwritten()?;
         match self.staging.take() {
-            Some(s) => s,
+            Some(s) => Ok(s),
             // Only `into_staging` and `drop` take it, and both consume self.
             None => unreachable!("pinned buffer staging taken twice"),
         }

@@ -203,7 +203,7 @@ pub(crate) fn upload_pinned<T: Element>(
     let place = p.device.ok_or(Error::NoDeviceCopy {
         op: "upload_pinned",
     })?;
-    p.zone.upload_staging(pinned.into_staging(), place, len)?;
+    p.zone.upload_staging(pinned.into_staging()?, place, len)?;
     p.state.device_written();
     Ok(())
 }

@@ -1,0 +1,80 @@
+//! A reused pinned buffer uploads exactly what was written and zeros
+//! everywhere else, for random scattered, overlapping writes (more of them
+//! than the buffer keeps as separate ranges) and for `with_bytes`.
+
+mod common;
+
+use proptest::prelude::*;
+use proptest::test_runner::{Config, TestCaseError, TestRunner};
+use tensorzone::{Tensor, Zone};
+
+/// One case: an element count and writes of (offset, length, value).
+#[derive(Debug, Clone)]
+struct Case {
+    len: usize,
+    writes: Vec<(usize, usize, u16)>,
+    with_bytes_at: Option<usize>,
+}
+
+fn pinned_cases() -> impl Strategy<Value = Case> {
+    (1usize..400).prop_flat_map(|len| {
+        (
+            Just(len),
+            prop::collection::vec((0..len, 0usize..24, any::<u16>()), 0..100),
+            prop::option::weighted(0.2, 0..len),
+        )
+            .prop_map(|(len, writes, with_bytes_at)| Case {
+                len,
+                writes: writes
+                    .into_iter()
+                    .map(|(at, n, v)| (at, n.min(len - at), v))
+                    .collect(),
+                with_bytes_at,
+            })
+    })
+}
+
+fn run_case(zone: &Zone, case: &Case) -> Result<(), TestCaseError> {
+    let n = case.len;
+    // Leave earlier bytes in the pooled staging buffer of this size.
+    let mut dirty = zone.pinned::<u16>(n).unwrap();
+    dirty.write(0, &vec![0xABCD; n]).unwrap();
+    drop(Tensor::from_pinned(zone, [n], dirty).unwrap());
+    zone.synchronize().unwrap();
+    let created = zone.stats().staging_buffers_created;
+
+    let mut p = zone.pinned::<u16>(n).unwrap();
+    prop_assert_eq!(
+        zone.stats().staging_buffers_created,
+        created,
+        "the staging buffer was not reused"
+    );
+    let mut want = vec![0u16; n];
+    for (k, &(at, len, v)) in case.writes.iter().enumerate() {
+        if case.with_bytes_at == Some(k) {
+            // The closure writes only the first element.
+            p.with_bytes(|mut b| b.slice(..2).copy_from_slice(&[1, 2]))
+                .unwrap();
+            want[0] = u16::from_ne_bytes([1, 2]);
+        }
+        let data: Vec<u16> = (0..len).map(|i| v.wrapping_add(i as u16)).collect();
+        p.write(at, &data).unwrap();
+        want[at..at + len].copy_from_slice(&data);
+    }
+    let mut t = Tensor::from_pinned(zone, [n], p).unwrap();
+    prop_assert_eq!(t.to_vec().unwrap(), want);
+    Ok(())
+}
+
+#[test]
+fn reused_pinned_buffer_holds_only_what_was_written() {
+    for zone in common::zones() {
+        let cases = common::proptest_cases(&zone, 96, 32);
+        let mut config = Config::with_cases(cases);
+        config.failure_persistence = None;
+        let mut runner = TestRunner::new(config);
+        if let Err(e) = runner.run(&pinned_cases(), |c| run_case(&zone, &c)) {
+            panic!("{:?} backend ({}): {e}", zone.backend(), zone.info());
+        }
+    }
+}
