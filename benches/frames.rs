@@ -1,5 +1,5 @@
 //! Frames/s of the frame pipeline of `examples/frames.rs` at 1280×720
-//! (upload → grayscale → blur (sigma 2) → Sobel → scale → bytes → readback):
+//! (upload → grayscale → blur (sigma 2) → Sobel → bytes → readback):
 //!
 //! - tensorzone: a pinned-buffer upload, `zone.kernels()`, every temporary
 //!   in one arena reset after each frame, `to_vec` to read back;

@@ -1,48 +1,53 @@
 // One pass of a separable Gaussian blur over an f32 image [height, width]:
-// along rows (dir 0) or columns (dir 1), edges clamped. The host writes
+// along rows (dir 0) or columns (dir 1), edges clamped. Each invocation
+// writes N consecutive outputs along its pass, so neighbouring outputs
+// share their loads: N + 2R reads instead of N (2R + 1). The host writes
 // the taps out as straight-line sums with the weights as constants
-// ({{TAPS_INTERIOR}}: pixels whose taps all fall inside the image, read
-// from `start` by `step`; {{TAPS_CLAMPED}}: the rest, through `px`). A
-// software rasteriser runs loops over storage reads slowly; this runs as
-// fast as a fixed stencil. One pipeline per radius.
-// params: [width, height, radius, dir]
+// (the interior case: an invocation whose taps all fall inside its line;
+// and, near the edges, each output's sum through the clamped `tap`). A software
+// rasteriser runs loops over storage reads slowly; this runs as fast as a
+// fixed stencil. One pipeline per sigma.
+// params: [width, height, radius, dir]; workgroups 16 × 16, over
+// (ceil(width / N), height) along rows and (width, ceil(height / N))
+// along columns.
 
 @group(0) @binding(0) var<storage, read_write> src: array<f32>;
 @group(0) @binding(1) var<storage, read_write> dst: array<f32>;
 @group(0) @binding(2) var<storage, read> params: array<u32>;
 
 const R: u32 = {{RADIUS}}u;
+const N: u32 = {{OUTPUTS}}u;
 
-fn px(x: i32, y: i32, w: i32, h: i32) -> f32 {
-    return src[u32(clamp(y, 0, h - 1) * w + clamp(x, 0, w - 1))];
+// Element `k` of the line through `first` by `step`, clamped to the line.
+fn tap(first: u32, step: u32, len: u32, k: i32) -> f32 {
+    return src[first + u32(clamp(k, 0, i32(len) - 1)) * step];
 }
 
 @compute @workgroup_size(16, 16)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     let w = params[0];
     let h = params[1];
-    let x = gid.x;
-    let y = gid.y;
+    let rows = params[3] == 0u;
+    let x = select(gid.x, gid.x * N, rows);
+    let y = select(gid.y * N, gid.y, rows);
     if (x >= w || y >= h) {
         return;
     }
-    let rows = params[3] == 0u;
-    var acc = 0.0;
-    let inside_rows = (x >= R) && ((x + R) < w);
-    let inside_cols = (y >= R) && ((y + R) < h);
-    let inside = select(inside_cols, inside_rows, rows);
-    if (inside) {
-        let start = select((y - R) * w + x, y * w + x - R, rows);
-        let step = select(w, 1u, rows);
-        acc = {{TAPS_INTERIOR}};
+    // Position along the line, the line's length and its first element.
+    let along = select(y, x, rows);
+    let len = select(h, w, rows);
+    let step = select(w, 1u, rows);
+    let first = select(x, y * w, rows);
+    let at = y * w + x;
+    if (along >= R && along + N - 1u + R < len) {
+        let start = at - R * step;
+{{INTERIOR}}
     } else {
-        let dx = select(0, 1, rows);
-        let dy = 1 - dx;
-        let wi = i32(w);
-        let hi = i32(h);
-        let xi = i32(x);
-        let yi = i32(y);
-        acc = {{TAPS_CLAMPED}};
+        for (var j = 0u; j < N; j++) {
+            if (along + j < len) {
+                let a = i32(along + j);
+                dst[at + j * step] = {{TAP_SUM}};
+            }
+        }
     }
-    dst[y * w + x] = acc;
 }

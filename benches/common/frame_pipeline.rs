@@ -45,14 +45,12 @@ pub fn tensorzone_frame(zone: &Zone, arena: &Arena, rgba: &[u8]) -> Vec<u8> {
     let mut tmp = arena.empty::<f32>([H, W], dev).unwrap();
     let mut blurred = arena.empty::<f32>([H, W], dev).unwrap();
     let mut edges = arena.empty::<f32>([H, W], dev).unwrap();
-    let mut scaled = arena.empty::<f32>([H, W], dev).unwrap();
     let mut bytes = arena.empty::<u8>([H, W], dev).unwrap();
     k.grayscale(&mut input, &mut gray).unwrap();
     k.gaussian_blur_via(&mut gray, &mut tmp, &mut blurred, SIGMA)
         .unwrap();
     k.sobel(&mut blurred, &mut edges).unwrap();
-    k.scale(&mut edges, 0.25, &mut scaled).unwrap();
-    k.f32_to_u8(&mut scaled, &mut bytes).unwrap();
+    k.f32_to_u8(&mut edges, &mut bytes).unwrap();
     bytes.to_vec().unwrap()
 }
 
@@ -63,7 +61,6 @@ pub struct Plain {
     gray: (wgpu::ComputePipeline, wgpu::BindGroupLayout),
     blur: (wgpu::ComputePipeline, wgpu::BindGroupLayout),
     sobel: (wgpu::ComputePipeline, wgpu::BindGroupLayout),
-    scale: (wgpu::ComputePipeline, wgpu::BindGroupLayout),
     to_u8: (wgpu::ComputePipeline, wgpu::BindGroupLayout),
 }
 
@@ -113,7 +110,6 @@ impl Plain {
             gray: build(Kernel::Grayscale, 3),
             blur: build(Kernel::GaussianBlur { sigma: SIGMA }, 3),
             sobel: build(Kernel::Sobel, 3),
-            scale: build(Kernel::Scale, 4),
             to_u8: build(Kernel::F32ToU8, 3),
         }
     }
@@ -168,31 +164,42 @@ impl Plain {
         let input = self.buffer(n * 4, U::STORAGE | U::COPY_DST);
         self.queue.write_buffer(&input, 0, rgba);
         let f32s = || self.buffer(n * 4, U::STORAGE);
-        let (gray, tmp, blurred, edges, scaled) = (f32s(), f32s(), f32s(), f32s(), f32s());
+        let (gray, tmp, blurred, edges) = (f32s(), f32s(), f32s(), f32s());
         let bytes = self.buffer(n, U::STORAGE | U::COPY_SRC);
         let readback = self.buffer(n, U::MAP_READ | U::COPY_DST);
         let flat = ((n as u32).div_ceil(256), 1);
-        let image = ((W as u32).div_ceil(16), (H as u32).div_ceil(16));
         let radius = (3.0 * SIGMA).ceil() as u32;
         let p_gray = self.params(&[n as u32]);
         let p_rows = self.params(&[W as u32, H as u32, radius, 0]);
         let p_cols = self.params(&[W as u32, H as u32, radius, 1]);
         let p_sobel = self.params(&[W as u32, H as u32]);
-        let p_scale = self.params(&[n as u32, 0.25f32.to_bits(), 1]);
         let p_u8 = self.params(&[n.div_ceil(4) as u32, n as u32]);
         let mut enc = self.device.create_command_encoder(&Default::default());
         self.pass(&mut enc, &self.gray, &[&input, &gray, &p_gray], flat);
-        self.pass(&mut enc, &self.blur, &[&gray, &tmp, &p_rows], image);
-        self.pass(&mut enc, &self.blur, &[&tmp, &blurred, &p_cols], image);
-        self.pass(&mut enc, &self.sobel, &[&blurred, &edges, &p_sobel], image);
+        // The blur and Sobel kernels write 8 outputs per invocation (see
+        // `Kernel::GaussianBlur` and `Kernel::Sobel`).
+        let eighths = |n: usize| (n as u32).div_ceil(8).div_ceil(16);
+        let (w16, h16) = ((W as u32).div_ceil(16), (H as u32).div_ceil(16));
         self.pass(
             &mut enc,
-            &self.scale,
-            &[&edges, &edges, &scaled, &p_scale],
-            flat,
+            &self.blur,
+            &[&gray, &tmp, &p_rows],
+            (eighths(W), h16),
+        );
+        self.pass(
+            &mut enc,
+            &self.blur,
+            &[&tmp, &blurred, &p_cols],
+            (w16, eighths(H)),
+        );
+        self.pass(
+            &mut enc,
+            &self.sobel,
+            &[&blurred, &edges, &p_sobel],
+            (eighths(W), h16),
         );
         let words = ((n.div_ceil(4)) as u32).div_ceil(256);
-        self.pass(&mut enc, &self.to_u8, &[&scaled, &bytes, &p_u8], (words, 1));
+        self.pass(&mut enc, &self.to_u8, &[&edges, &bytes, &p_u8], (words, 1));
         enc.copy_buffer_to_buffer(
             &bytes,
             0,

@@ -740,18 +740,19 @@ impl<'z> Kernels<'z> {
                 detail: "the GPU blur needs a temporary".into(),
             }),
             (Some(g), Some(tmp)) => {
-                let groups = groups_2d(op, w, h)?;
+                let n = BLUR_OUTPUTS;
+                let row_groups = groups_2d(op, w.div_ceil(n), h)?;
+                let column_groups = groups_2d(op, w, h.div_ceil(n))?;
                 let mut params = vec![param(op, w)?, param(op, h)?, (weights.len() / 2) as u32, 0];
-                params.extend(weights.iter().map(|w| w.to_bits()));
                 // The weights are compiled in: one pipeline per sigma.
                 let key = format!("{op}:{:08x}", sigma.to_bits());
                 let source = || blur_source(&weights);
                 let (s, t) = (src.operand_device_in()?, tmp.operand_device_out()?);
                 // Written by the first pass: the second reads it as is.
-                finish!(self.run(g, &key, source, &[s, t], &params, groups); src => tmp)?;
+                finish!(self.run(g, &key, source, &[s, t], &params, row_groups); src => tmp)?;
                 params[3] = 1;
                 let (t, d) = (tmp.operand_device_in()?, dst.operand_device_out()?);
-                finish!(self.run(g, &key, source, &[t, d], &params, groups); tmp => dst)
+                finish!(self.run(g, &key, source, &[t, d], &params, column_groups); tmp => dst)
             }
         }
     }
@@ -775,9 +776,9 @@ impl<'z> Kernels<'z> {
             }
             Some(g) => {
                 let params = [param(op, w)?, param(op, h)?];
-                let groups = groups_2d(op, w, h)?;
+                let groups = groups_2d(op, w.div_ceil(SOBEL_OUTPUTS), h)?;
                 let (s, d) = (src.operand_device_in()?, dst.operand_device_out()?);
-                finish!(self.run(g, op, || SOBEL.into(), &[s, d], &params, groups); src => dst)
+                finish!(self.run(g, op, sobel_source, &[s, d], &params, groups); src => dst)
             }
         }
     }
@@ -825,23 +826,60 @@ fn bits<T: Numeric>(v: T) -> u32 {
     u32::from_le_bytes(w)
 }
 
-/// The blur kernel for `weights`: each pass's taps written out as one sum,
-/// weights as exact constants, in the reference's order.
+/// Outputs each blur invocation writes along its pass.
+const BLUR_OUTPUTS: usize = 8;
+
+/// The blur kernel for `weights`: each pass's taps written out as
+/// straight-line sums, weights as exact constants, in the reference's
+/// order.
 fn blur_source(weights: &ndarray::Array1<f32>) -> String {
     let r = weights.len() / 2;
     let wt = |t: usize| format!("bitcast<f32>({}u)", weights[t].to_bits());
-    let interior: Vec<String> = (0..weights.len())
-        .map(|t| format!("{} * src[start + {t}u * step]", wt(t)))
-        .collect();
-    let clamped: Vec<String> = (0..weights.len())
+    let n = BLUR_OUTPUTS;
+    let mut interior = String::new();
+    for k in 0..n + 2 * r {
+        interior += &format!("        let v{k} = src[start + {k}u * step];\n");
+    }
+    for j in 0..n {
+        let sum: Vec<String> = (0..weights.len())
+            .map(|t| format!("{} * v{}", wt(t), j + t))
+            .collect();
+        interior += &format!("        dst[at + {j}u * step] = {};\n", sum.join(" + "));
+    }
+    let tap_sum: Vec<String> = (0..weights.len())
         .map(|t| {
             let d = t as i64 - r as i64;
-            format!("{} * px(xi + dx * {d}, yi + dy * {d}, wi, hi)", wt(t))
+            format!("{} * tap(first, step, len, a + {d})", wt(t))
         })
         .collect();
     BLUR.replace("{{RADIUS}}", &r.to_string())
-        .replace("{{TAPS_INTERIOR}}", &interior.join(" + "))
-        .replace("{{TAPS_CLAMPED}}", &clamped.join(" + "))
+        .replace("{{OUTPUTS}}", &n.to_string())
+        .replace("{{INTERIOR}}", interior.trim_end())
+        .replace("{{TAP_SUM}}", &tap_sum.join(" + "))
+}
+
+/// Outputs each Sobel invocation writes along its row.
+const SOBEL_OUTPUTS: usize = 8;
+
+/// The Sobel kernel with its interior case written out: three rows of
+/// `SOBEL_OUTPUTS + 2` loads, then each output's magnitude.
+fn sobel_source() -> String {
+    let n = SOBEL_OUTPUTS;
+    let mut interior = String::new();
+    for (row, base) in [("a", "above"), ("b", "here"), ("c", "below")] {
+        for k in 0..n + 2 {
+            interior += &format!("        let {row}{k} = src[{base} + {k}u];\n");
+        }
+    }
+    for j in 0..n {
+        let (l, m, r) = (j, j + 1, j + 2);
+        interior += &format!(
+            "        dst[at + {j}u] = magnitude(a{l}, a{m}, a{r}, b{l}, b{r}, c{l}, c{m}, c{r});\n"
+        );
+    }
+    SOBEL
+        .replace("{{OUTPUTS}}", &n.to_string())
+        .replace("{{INTERIOR}}", interior.trim_end())
 }
 
 fn elementwise_source<T: Numeric>(expr: &str) -> String {
@@ -891,13 +929,16 @@ pub enum Kernel {
     Grayscale,
     /// One pass of [`Kernels::gaussian_blur`]: `src`, `dst`, params
     /// `[width, height, radius, dir]` (dir 0 along rows, 1 along
-    /// columns), 16 × 16 workgroups over (width, height).
+    /// columns). Each invocation writes 8 consecutive outputs along its
+    /// pass: 16 × 16 workgroups over (ceil(width / 8), height) along rows
+    /// and (width, ceil(height / 8)) along columns.
     GaussianBlur {
         /// The blur's standard deviation.
         sigma: f32,
     },
-    /// [`Kernels::sobel`]: `src`, `dst`, params `[width, height]`, 16 × 16
-    /// workgroups over (width, height).
+    /// [`Kernels::sobel`]: `src`, `dst`, params `[width, height]`. Each
+    /// invocation writes 8 consecutive outputs of a row: 16 × 16
+    /// workgroups over (ceil(width / 8), height).
     Sobel,
 }
 
@@ -930,6 +971,6 @@ pub fn wgsl(kernel: Kernel) -> Result<String> {
         Kernel::Matmul => MATMUL.into(),
         Kernel::Grayscale => GRAYSCALE.into(),
         Kernel::GaussianBlur { sigma } => blur_source(&blur_weights(sigma)?),
-        Kernel::Sobel => SOBEL.into(),
+        Kernel::Sobel => sobel_source(),
     })
 }
