@@ -93,11 +93,15 @@ impl GpuBackend {
         key: &str,
         bindings: u32,
         source: impl FnOnce() -> String,
-    ) -> Arc<Pipeline> {
+    ) -> Result<Arc<Pipeline>> {
         let mut cache = self.pipelines.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(p) = cache.get(key) {
-            return Arc::clone(p);
+            return Ok(Arc::clone(p));
         }
+        // A kernel that does not compile must be an error, not a pipeline
+        // that wgpu marks invalid and a dispatch that silently does nothing.
+        let internal = self.device.push_error_scope(wgpu::ErrorFilter::Internal);
+        let invalid = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let label = format!("tensorzone kernel {key}");
         let module = self
             .device
@@ -144,10 +148,18 @@ impl GpuBackend {
                 compilation_options: Default::default(),
                 cache: None,
             });
+        let invalid = pollster::block_on(invalid.pop());
+        let internal = pollster::block_on(internal.pop());
+        if let Some(e) = invalid.or(internal) {
+            self.check_alive()?;
+            return Err(Error::Backend {
+                detail: format!("kernel {key} did not compile: {e}"),
+            });
+        }
         let p = Arc::new(Pipeline { pipeline, layout });
         cache.insert(key.to_string(), Arc::clone(&p));
         self.pipelines_compiled.fetch_add(1, Ordering::Relaxed);
-        p
+        Ok(p)
     }
 
     /// Records `p` once over `bindings` (group 0, bindings 0, 1, … in
@@ -667,5 +679,49 @@ impl GpuBackend {
             .map_err(|e| Error::Backend {
                 detail: e.to_string(),
             })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The GPU backend, or `None` (said why) where the environment or the
+    /// machine offers none; `TENSORZONE_REQUIRE_GPU=1` makes that a failure.
+    fn backend() -> Option<GpuBackend> {
+        let env = |k: &str| std::env::var(k).unwrap_or_default();
+        if env("TENSORZONE_BACKEND").eq_ignore_ascii_case("cpu") {
+            eprintln!("skipping: TENSORZONE_BACKEND=cpu");
+            return None;
+        }
+        match GpuBackend::open(wgpu::PowerPreference::HighPerformance, "test") {
+            Ok(g) => Some(g),
+            Err(e) if env("TENSORZONE_REQUIRE_GPU") == "1" => {
+                panic!("TENSORZONE_REQUIRE_GPU=1 but no GPU backend: {e}")
+            }
+            Err(e) => {
+                eprintln!("skipping: {e}");
+                None
+            }
+        }
+    }
+
+    const GOOD: &str = "@group(0) @binding(0) var<storage, read_write> a: array<u32>;
+@group(0) @binding(1) var<storage, read> p: array<u32>;
+@compute @workgroup_size(1) fn main() { a[0] = p[0]; }";
+
+    #[test]
+    fn a_kernel_that_does_not_compile_is_an_error_and_is_not_cached() {
+        let Some(g) = backend() else { return };
+        let bad = GOOD.replace("a[0] = p[0];", "a[0] = undefined_name;");
+        let err = g.pipeline("probe", 2, || bad).err();
+        assert!(
+            matches!(&err, Some(Error::Backend { detail }) if detail.contains("kernel probe did not compile")),
+            "{err:?}"
+        );
+        assert_eq!(g.pipelines_compiled.load(Ordering::Relaxed), 0);
+        g.pipeline("probe", 2, || GOOD.to_string()).unwrap();
+        g.pipeline("probe", 2, || unreachable!("cached")).unwrap();
+        assert_eq!(g.pipelines_compiled.load(Ordering::Relaxed), 1);
     }
 }

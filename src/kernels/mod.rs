@@ -299,7 +299,7 @@ impl<'z> Kernels<'z> {
         params: &[u32],
         groups: [u32; 3],
     ) -> Result<()> {
-        let pipeline = g.pipeline(key, bindings.len() as u32 + 1, source);
+        let pipeline = g.pipeline(key, bindings.len() as u32 + 1, source)?;
         g.dispatch(&pipeline, bindings, params, groups)
     }
 
