@@ -396,3 +396,41 @@ fn a_zero_budget_or_quota_is_a_typed_error_not_a_panic() {
         assert!(none.leaks().is_empty());
     }
 }
+
+/// A kernel whose output cannot be placed leaves none of its inputs held:
+/// the input it bound before the failure may still spill.
+#[test]
+fn a_kernel_that_cannot_place_its_output_leaves_its_input_spillable() {
+    let Some(zone) = common::gpu_zone_with(Zone::builder().slab_size(BUDGET).device_budget(BUDGET))
+    else {
+        return;
+    };
+    let mut out = device_tensor(&zone, 1);
+    let mut input = device_tensor(&zone, 0);
+    // Seven 128 KiB arenas: the sixth spills `out`, the least recently
+    // used; then the budget is full of input and arenas, and nothing but
+    // the input could make room.
+    let arenas: Vec<_> = (0..7)
+        .map(|_| {
+            let a = zone.arena_with_capacity(128 * KIB);
+            a.zeros::<u32>([LEN], Location::Device).unwrap();
+            a
+        })
+        .collect();
+    let s = zone.stats();
+    assert_eq!((s.spills.calls, s.spilled_held_bytes), (1, LEN as u64 * 4));
+    let err = zone.kernels().copy(&mut input, &mut out).unwrap_err();
+    assert!(matches!(err, Error::OutOfMemory { .. }), "{err}");
+    // Released, the input spills for the next tensor (after the wait that
+    // any bound tensor needs first).
+    zone.synchronize().unwrap();
+    let fresh = Tensor::<u32>::empty(&zone, [LEN], Location::Device).unwrap();
+    let s = zone.stats();
+    assert_eq!(
+        (s.spills.calls, s.spilled_held_bytes),
+        (2, 2 * LEN as u64 * 4)
+    );
+    drop((fresh, arenas));
+    assert_eq!(input.to_vec().unwrap(), pattern(0));
+    assert_eq!(out.to_vec().unwrap(), pattern(1));
+}

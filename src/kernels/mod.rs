@@ -172,20 +172,44 @@ fn relu_expr<T: Numeric>() -> String {
     format!("max(a[i], {}(0))", T::WGSL)
 }
 
+/// Binds a kernel's operands in order (`binding = operand.method`), each
+/// held from spilling until [`finish!`]; when one fails, the holds already
+/// taken end before the error returns, so a failed kernel holds nothing.
+macro_rules! bind {
+    (@held [$($held:ident)*]) => {};
+    (@held [$($held:ident)*] $b:ident = $op:ident . $how:ident $(, $rb:ident = $rop:ident . $rhow:ident)*) => {
+        let $b = match $op.$how() {
+            Ok(b) => b,
+            Err(e) => {
+                $( let _ = $held.operand_device_done(); )*
+                return Err(e);
+            }
+        };
+        bind!(@held [$($held)* $op] $($rb = $rop . $rhow),*);
+    };
+    ($($b:ident = $op:ident . $how:ident),+ $(,)?) => {
+        bind!(@held [] $($b = $op . $how),+);
+    };
+}
+
 /// After a kernel's dispatch `r`: ends the holds on its inputs' device
 /// copies, then marks the output written, or ends its hold too if the
 /// dispatch failed.
 macro_rules! finish {
     ($r:expr; $($input:ident),* => $out:ident) => {{
         let r: Result<()> = $r;
-        $( $input.operand_device_done()?; )*
-        match r {
+        // Every hold ends, whatever fails; the first error is returned.
+        #[allow(unused_mut)] // a fill has no inputs
+        let mut done: Result<()> = Ok(());
+        $( done = done.and($input.operand_device_done()); )*
+        let out = match r {
             Ok(()) => $out.operand_device_written(),
             Err(e) => {
                 let _ = $out.operand_device_done();
                 Err(e)
             }
-        }
+        };
+        out.and(done)
     }};
 }
 
@@ -345,7 +369,7 @@ impl<'z> Kernels<'z> {
                 let words = bytes.div_ceil(4);
                 let groups = groups_1d(op, words as u64)?;
                 let params = [param(op, words)?, param(op, words)?];
-                let (s, d) = (src.operand_device_in()?, dst.operand_device_out()?);
+                bind!(s = src.operand_device_in, d = dst.operand_device_out);
                 let source = || cast_source(COPY_WORDS);
                 finish!(self.run(g, "copy", source, &[s, d], &params, groups); src => dst)
             }
@@ -393,10 +417,10 @@ impl<'z> Kernels<'z> {
                 let len = x.operand_shape().numel();
                 let params = [param(op, len)?, 0, param(op, n)?];
                 let groups = groups_1d(op, len as u64)?;
-                let (xb, bb, ob) = (
-                    x.operand_device_in()?,
-                    bias.operand_device_in()?,
-                    out.operand_device_out()?,
+                bind!(
+                    xb = x.operand_device_in,
+                    bb = bias.operand_device_in,
+                    ob = out.operand_device_out
                 );
                 let key = format!("{op}:{}", T::WGSL);
                 let source = || elementwise_source::<T>(BIAS_ADD);
@@ -446,10 +470,10 @@ impl<'z> Kernels<'z> {
                 let len = a.operand_shape().numel();
                 let params = [param(op, len)?, 0, 1];
                 let groups = groups_1d(op, len as u64)?;
-                let (ab, bb, ob) = (
-                    a.operand_device_in()?,
-                    b.operand_device_in()?,
-                    out.operand_device_out()?,
+                bind!(
+                    ab = a.operand_device_in,
+                    bb = b.operand_device_in,
+                    ob = out.operand_device_out
                 );
                 let key = format!("{op}:{}", T::WGSL);
                 let source = || elementwise_source::<T>(expr);
@@ -481,7 +505,7 @@ impl<'z> Kernels<'z> {
                 let len = a.operand_shape().numel();
                 let params = [param(op, len)?, scalar, 1];
                 let groups = groups_1d(op, len as u64)?;
-                let (ab, ob) = (a.operand_device_in()?, out.operand_device_out()?);
+                bind!(ab = a.operand_device_in, ob = out.operand_device_out);
                 // The kernel has two inputs; a unary one binds `a` twice.
                 let bindings = [ab.clone(), ab, ob];
                 let key = format!("{op}:{}", T::WGSL);
@@ -550,7 +574,7 @@ impl<'z> Kernels<'z> {
                 let words = len.div_ceil(per);
                 let params = [param(op, words)?, param(op, len)?];
                 let groups = groups_1d(op, words as u64)?;
-                let (s, d) = (src.operand_device_in()?, dst.operand_device_out()?);
+                bind!(s = src.operand_device_in, d = dst.operand_device_out);
                 let source = || cast_source(types_and_body);
                 finish!(self.run(
                     g,
@@ -608,10 +632,10 @@ impl<'z> Kernels<'z> {
             Some(g) => {
                 let params = [param(op, m)?, param(op, k)?, param(op, n)?];
                 let groups = groups_2d(op, n, m)?;
-                let (ab, bb, cb) = (
-                    a.operand_device_in()?,
-                    b.operand_device_in()?,
-                    c.operand_device_out()?,
+                bind!(
+                    ab = a.operand_device_in,
+                    bb = b.operand_device_in,
+                    cb = c.operand_device_out
                 );
                 finish!(self.run(g, op, || MATMUL.into(), &[ab, bb, cb], &params, groups); a, b => c)
             }
@@ -649,7 +673,7 @@ impl<'z> Kernels<'z> {
                 let pixels = h * w;
                 let params = [param(op, pixels)?];
                 let groups = groups_1d(op, pixels as u64)?;
-                let (s, d) = (rgba.operand_device_in()?, gray.operand_device_out()?);
+                bind!(s = rgba.operand_device_in, d = gray.operand_device_out);
                 finish!(self.run(
                     g,
                     op,
@@ -747,11 +771,11 @@ impl<'z> Kernels<'z> {
                 // The weights are compiled in: one pipeline per sigma.
                 let key = format!("{op}:{:08x}", sigma.to_bits());
                 let source = || blur_source(&weights);
-                let (s, t) = (src.operand_device_in()?, tmp.operand_device_out()?);
+                bind!(s = src.operand_device_in, t = tmp.operand_device_out);
                 // Written by the first pass: the second reads it as is.
                 finish!(self.run(g, &key, source, &[s, t], &params, row_groups); src => tmp)?;
                 params[3] = 1;
-                let (t, d) = (tmp.operand_device_in()?, dst.operand_device_out()?);
+                bind!(t = tmp.operand_device_in, d = dst.operand_device_out);
                 finish!(self.run(g, &key, source, &[t, d], &params, column_groups); tmp => dst)
             }
         }
@@ -777,7 +801,7 @@ impl<'z> Kernels<'z> {
             Some(g) => {
                 let params = [param(op, w)?, param(op, h)?];
                 let groups = groups_2d(op, w.div_ceil(SOBEL_OUTPUTS), h)?;
-                let (s, d) = (src.operand_device_in()?, dst.operand_device_out()?);
+                bind!(s = src.operand_device_in, d = dst.operand_device_out);
                 finish!(self.run(g, op, sobel_source, &[s, d], &params, groups); src => dst)
             }
         }
