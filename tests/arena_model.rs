@@ -9,7 +9,7 @@
 mod common;
 
 use proptest::prelude::*;
-use proptest::test_runner::{Config, TestCaseError, TestRunner};
+use proptest::test_runner::{TestCaseError, TestRunner};
 use tensorzone::{ArenaTensor, CopyState, Location, Residency, Tensor, Transfers, Zone};
 
 #[derive(Clone, Debug)]
@@ -202,10 +202,7 @@ fn run_case(zone: &Zone, frames: &[Vec<Op>]) -> Result<(), TestCaseError> {
 #[test]
 fn arena_model() {
     for zone in common::zones() {
-        let cases = common::proptest_cases(&zone, 64, 24);
-        let mut config = Config::with_cases(cases);
-        config.failure_persistence = None;
-        let mut runner = TestRunner::new(config);
+        let mut runner = TestRunner::new(common::proptest_config(&zone, 64, 24));
         if let Err(e) = runner.run(&frames(), |fr| run_case(&zone, &fr)) {
             panic!("{:?} backend ({}): {e}", zone.backend(), zone.info());
         }

@@ -17,7 +17,7 @@
 mod common;
 
 use proptest::prelude::*;
-use proptest::test_runner::{Config, TestCaseError, TestRunner};
+use proptest::test_runner::{TestCaseError, TestRunner};
 use tensorzone::{
     f16, BackendKind, CopyState, Element, Error, Location, Residency, Tensor, Transfers, Zone,
 };
@@ -954,9 +954,7 @@ fn run_model<T: Gen>() {
     let plain = common::zones_with(Zone::builder().slab_size(64 << 10).track_tensors(false));
     let tracking = common::zones_with(Zone::builder().slab_size(64 << 10).track_tensors(true));
     for zone in plain.into_iter().chain(tracking) {
-        let cases = common::proptest_cases(&zone, 64, 32);
-        let mut config = Config::with_cases(cases);
-        config.failure_persistence = None;
+        let mut config = common::proptest_config(&zone, 64, 32);
         config.max_shrink_iters = 4096;
         let mut runner = TestRunner::new(config);
         if let Err(e) = runner.run(&ops(), |ops| run_case::<T>(&zone, &ops)) {

@@ -5,7 +5,7 @@
 mod common;
 
 use proptest::prelude::*;
-use proptest::test_runner::{Config, TestCaseError, TestRunner};
+use proptest::test_runner::{TestCaseError, TestRunner};
 use tensorzone::{Tensor, Zone};
 
 /// One case: an element count and writes of (offset, length, value).
@@ -69,10 +69,7 @@ fn run_case(zone: &Zone, case: &Case) -> Result<(), TestCaseError> {
 #[test]
 fn reused_pinned_buffer_holds_only_what_was_written() {
     for zone in common::zones() {
-        let cases = common::proptest_cases(&zone, 96, 32);
-        let mut config = Config::with_cases(cases);
-        config.failure_persistence = None;
-        let mut runner = TestRunner::new(config);
+        let mut runner = TestRunner::new(common::proptest_config(&zone, 96, 32));
         if let Err(e) = runner.run(&pinned_cases(), |c| run_case(&zone, &c)) {
             panic!("{:?} backend ({}): {e}", zone.backend(), zone.info());
         }

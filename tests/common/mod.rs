@@ -142,6 +142,14 @@ pub fn dispatch(zone: &Zone, wgsl: &str, bindings: Vec<wgpu::BindingResource<'_>
     queue.submit([enc.finish()]);
 }
 
+/// A proptest config for `zone`: [`proptest_cases`] cases, and no
+/// persisted failures (a failing case is printed whole instead).
+pub fn proptest_config(zone: &Zone, cpu: u32, gpu: u32) -> proptest::test_runner::Config {
+    let mut config = proptest::test_runner::Config::with_cases(proptest_cases(zone, cpu, gpu));
+    config.failure_persistence = None;
+    config
+}
+
 /// Proptest cases for `zone`: `PROPTEST_CASES` when set, else `cpu` or
 /// `gpu` by backend.
 pub fn proptest_cases(zone: &Zone, cpu: u32, gpu: u32) -> u32 {
