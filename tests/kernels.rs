@@ -316,11 +316,18 @@ fn image_kernels_match_the_reference() {
         let k = zone.kernels();
         // Sizes below, at and past the 8 outputs a blur or Sobel
         // invocation writes, with lines shorter and longer than the blur.
+        // 44 = 32 + 7 + 5 puts a blur invocation (radius 5) exactly at the
+        // last one whose taps all fit; radius 9 and radius 1 put one
+        // exactly at the first (along = 8 and along = 0 are multiples of
+        // 8 past R - 1).
         let cases = [
             (1, 1, 1.5),
             (5, 7, 1.5),
             (33, 47, 1.5),
+            (44, 44, 1.5),
             (24, 64, 0.8),
+            (40, 50, 3.0),
+            (20, 30, 0.3),
             (70, 9, 4.0),
             (41, 130, 4.0),
         ];

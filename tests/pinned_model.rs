@@ -17,21 +17,29 @@ struct Case {
 }
 
 fn pinned_cases() -> impl Strategy<Value = Case> {
-    (1usize..400).prop_flat_map(|len| {
-        (
-            Just(len),
-            prop::collection::vec((0..len, 0usize..24, any::<u16>()), 0..100),
-            prop::option::weighted(0.2, 0..len),
-        )
-            .prop_map(|(len, writes, with_bytes_at)| Case {
-                len,
-                writes: writes
-                    .into_iter()
-                    .map(|(at, n, v)| (at, n.min(len - at), v))
-                    .collect(),
-                with_bytes_at,
-            })
+    // Short buffers with long writes overlap and merge; long buffers with
+    // many short writes keep them apart, past the 64 ranges after which
+    // the rest is zeroed at once.
+    let few = (1usize..400, 24usize, 100usize);
+    let many = (1000usize..3000, 6usize, 300usize);
+    prop_oneof![Just(few), Just(many)].prop_flat_map(|(lens, longest, writes)| {
+        lens.prop_flat_map(move |len| writes_of(len, longest, writes))
     })
+}
+
+fn writes_of(len: usize, longest: usize, writes: usize) -> impl Strategy<Value = Case> {
+    (
+        prop::collection::vec((0..len, 0..=longest, any::<u16>()), 0..writes),
+        prop::option::weighted(0.2, 0..writes),
+    )
+        .prop_map(move |(writes, with_bytes_at)| Case {
+            len,
+            writes: writes
+                .into_iter()
+                .map(|(at, n, v)| (at, n.min(len - at), v))
+                .collect(),
+            with_bytes_at,
+        })
 }
 
 fn run_case(zone: &Zone, case: &Case) -> Result<(), TestCaseError> {

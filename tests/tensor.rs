@@ -1506,22 +1506,49 @@ fn binding_padding_is_zero() {
         drop(t);
         let mut t =
             Tensor::<u8>::from_slice(&zone, [5], &[1, 2, 3, 4, 5], Location::Device).unwrap();
-        let mut out = Tensor::<u32>::from_slice(&zone, [1], &[0xDEAD], Location::Device).unwrap();
-        let data_binding = t.binding().unwrap();
-        assert_eq!(data_binding.size.map(|s| s.get()), Some(8));
-        let out_binding = out.binding().unwrap();
-        common::dispatch(
-            &zone,
-            READ_PADDING,
-            vec![
-                wgpu::BindingResource::Buffer(data_binding),
-                wgpu::BindingResource::Buffer(out_binding),
-            ],
-            1,
-        );
-        out.mark_device_written().unwrap();
-        assert_eq!(out.to_vec().unwrap(), [5], "bytes 4..8 are [5, 0, 0, 0]");
+        assert_eq!(second_word(&zone, &mut t), 5, "bytes 4..8 are [5, 0, 0, 0]");
         assert_eq!(t.to_vec().unwrap(), [1, 2, 3, 4, 5]);
+    }
+}
+
+/// Word 1 (bytes 4..8) of `t`'s device binding, read by a kernel: the
+/// binding of a 5-byte tensor is 8 bytes long.
+fn second_word(zone: &Zone, t: &mut Tensor<u8>) -> u32 {
+    let mut out = Tensor::<u32>::from_slice(zone, [1], &[0xDEAD], Location::Device).unwrap();
+    let data_binding = t.binding().unwrap();
+    assert_eq!(data_binding.size.map(|s| s.get()), Some(8));
+    let out_binding = out.binding().unwrap();
+    common::dispatch(
+        zone,
+        READ_PADDING,
+        vec![
+            wgpu::BindingResource::Buffer(data_binding),
+            wgpu::BindingResource::Buffer(out_binding),
+        ],
+        1,
+    );
+    out.mark_device_written().unwrap();
+    out.to_vec().unwrap()[0]
+}
+
+/// The padding an upload from a reused pinned buffer copies (bytes 5..8 of
+/// a 5-byte tensor) is zero, not the bytes the buffer held before.
+#[test]
+fn pinned_upload_padding_is_zero() {
+    for zone in common::zones() {
+        if zone.wgpu_device().is_none() {
+            continue;
+        }
+        let mut dirty = zone.pinned::<u8>(8).unwrap();
+        dirty.write(0, &[0xFF; 8]).unwrap();
+        drop(Tensor::from_pinned(&zone, [8], dirty).unwrap());
+        zone.synchronize().unwrap();
+        let created = zone.stats().staging_buffers_created;
+        let mut p = zone.pinned::<u8>(5).unwrap();
+        assert_eq!(zone.stats().staging_buffers_created, created, "reused");
+        p.write(0, &[1, 2, 3, 4, 5]).unwrap();
+        let mut t = Tensor::from_pinned(&zone, [5], p).unwrap();
+        assert_eq!(second_word(&zone, &mut t), 5, "bytes 4..8 are [5, 0, 0, 0]");
     }
 }
 

@@ -127,8 +127,9 @@ fn process(zone: &Zone, arena: &Arena, f: &Frame, sigma: f32) -> tensorzone::Res
     k.gaussian_blur_via(&mut gray, &mut tmp, &mut blurred, sigma)?;
     let mut edges = arena.empty::<f32>([h, w], Location::Device)?;
     k.sobel(&mut blurred, &mut edges)?;
-    // A clean edge of a blurred [0, 1] image gives a magnitude near 1, so
-    // the normalised cast shows it near white; harder edges saturate.
+    // Sobel magnitudes of a blurred [0, 1] image: about 1.5 across a
+    // black-to-white step at sigma 2, less across softer edges. The
+    // normalised cast clamps at 1, so the strongest edges show white.
     let mut bytes = arena.empty::<u8>([h, w], Location::Device)?;
     k.f32_to_u8(&mut edges, &mut bytes)?;
     bytes.to_vec()

@@ -100,6 +100,7 @@ impl GpuBackend {
         }
         // A kernel that does not compile must be an error, not a pipeline
         // that wgpu marks invalid and a dispatch that silently does nothing.
+        let oom = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
         let internal = self.device.push_error_scope(wgpu::ErrorFilter::Internal);
         let invalid = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let label = format!("tensorzone kernel {key}");
@@ -150,7 +151,8 @@ impl GpuBackend {
             });
         let invalid = pollster::block_on(invalid.pop());
         let internal = pollster::block_on(internal.pop());
-        if let Some(e) = invalid.or(internal) {
+        let oom = pollster::block_on(oom.pop());
+        if let Some(e) = invalid.or(internal).or(oom) {
             self.check_alive()?;
             return Err(Error::Backend {
                 detail: format!("kernel {key} did not compile: {e}"),

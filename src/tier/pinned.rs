@@ -157,7 +157,7 @@ impl<T: Element> PinnedBuffer<T> {
     /// Zero-fills what was not written, up to the padded length (what an
     /// upload copies), in a reused buffer; a fresh one is zeroed already.
     fn zero_unwritten(&mut self) -> Result<()> {
-        let Some(written) = self.written.take() else {
+        let Some(written) = self.written.as_ref() else {
             return Ok(());
         };
         let padded = crate::backend::copy_len((self.len * std::mem::size_of::<T>()) as u64);
@@ -182,6 +182,9 @@ impl<T: Element> PinnedBuffer<T> {
             }
             None => {}
         }
+        // Only now: after a failure the ranges stay, and the next upload
+        // tries again instead of sending an earlier upload's bytes.
+        self.written = None;
         Ok(())
     }
 
