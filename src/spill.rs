@@ -156,17 +156,39 @@ impl Zone {
     /// first if it was spilled: its place, or `None` if it has no device
     /// copy.
     pub(crate) fn pin_device(&self, cell: &Arc<Cell>) -> Result<(Pin, Option<DevicePlace>)> {
+        let (pin, place, _) = self.pin_device_with(cell, true)?;
+        Ok((pin, place))
+    }
+
+    /// [`Zone::pin_device`] for a write that replaces every byte: a spilled
+    /// copy gets a device range back, and its saved bytes are dropped
+    /// instead of uploaded. The flag says so: the range then holds nothing
+    /// of this tensor's yet.
+    pub(crate) fn pin_device_to_overwrite(
+        &self,
+        cell: &Arc<Cell>,
+    ) -> Result<(Pin, Option<DevicePlace>, bool)> {
+        self.pin_device_with(cell, false)
+    }
+
+    fn pin_device_with(
+        &self,
+        cell: &Arc<Cell>,
+        keep_bytes: bool,
+    ) -> Result<(Pin, Option<DevicePlace>, bool)> {
         let mut dev = cell.dev();
-        if dev.saved.is_some() {
-            self.reload(cell, &mut dev)?;
+        let spilled = dev.saved.is_some();
+        if spilled {
+            self.reload(cell, &mut dev, keep_bytes)?;
         }
         dev.last_use = self.lru_tick();
         let place = dev.range.as_ref().map(DeviceRange::place);
-        Ok((Pin::new(cell), place))
+        Ok((Pin::new(cell), place, spilled && !keep_bytes))
     }
 
-    /// Gives a spilled copy a device range again and uploads its bytes.
-    fn reload(&self, cell: &Cell, dev: &mut DevState) -> Result<()> {
+    /// Gives a spilled copy a device range again and uploads its bytes, or
+    /// with `keep_bytes` false drops them (the caller overwrites them all).
+    fn reload(&self, cell: &Cell, dev: &mut DevState, keep_bytes: bool) -> Result<()> {
         let len = cell.meta.bytes.load(Relaxed);
         // The saved bytes count as host bytes until the upload is done; a
         // quota must not see them twice, so they leave the count first.
@@ -185,19 +207,26 @@ impl Zone {
             self.free_device(range, Use::owned(false));
             return Ok(());
         };
-        if let Err(e) = self.upload(range.place(), saved) {
-            c.add_host(len);
-            self.free_device(range, Use::owned(false));
-            return Err(e);
+        if keep_bytes {
+            if let Err(e) = self.upload(range.place(), saved) {
+                c.add_host(len);
+                self.free_device(range, Use::owned(false));
+                return Err(e);
+            }
         }
         let size = range.size();
         dev.range = Some(range);
         dev.saved = None;
-        c.reloads.add(len);
         c.spilled_held.fetch_sub(len, Relaxed);
         self.label_move(cell, size, len, false);
         self.shared_move(dev, size, len, false);
-        self.trace(|| Event::Reload { bytes: len });
+        if keep_bytes {
+            c.reloads.add(len);
+            self.trace(|| Event::Reload { bytes: len });
+        } else {
+            // Dropped, as when a spilled tensor is dropped.
+            self.trace(|| Event::live(false, Tier::Owned, crate::residency::Location::Host, len));
+        }
         Ok(())
     }
 

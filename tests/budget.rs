@@ -83,17 +83,51 @@ fn twice_the_budget_spills_and_reloads_with_exact_contents() {
     }
 }
 
+/// A write of every byte to a spilled tensor (`write_device`,
+/// `upload_pinned`, `copy_from`, a kernel's output) gives it a device range
+/// again and drops the saved bytes: nothing is reloaded only to be
+/// overwritten.
 #[test]
-fn a_write_to_a_spilled_tensor_reloads_it_first() {
+fn a_full_write_to_a_spilled_tensor_drops_its_saved_bytes_instead_of_reloading_them() {
     for zone in budget_zones() {
-        let mut ts: Vec<Tensor<u32>> = (0..9).map(|i| device_tensor(&zone, i)).collect();
-        assert_eq!(zone.stats().spills.calls, 1);
-        // Tensor 0 was spilled; writing its device copy brings it back.
+        let b = zone.backend();
+        let bytes = (LEN * 4) as u64;
+        // Twelve tensors in a budget of eight: tensors 0..4 are spilled.
+        let mut ts: Vec<Tensor<u32>> = (0..12).map(|i| device_tensor(&zone, i)).collect();
+        let s = zone.stats();
+        assert_eq!(
+            (s.spills.calls, s.spilled_held_bytes),
+            (4, 4 * bytes),
+            "{b:?}"
+        );
+
         ts[0].write_device(&pattern(100)).unwrap();
-        assert_eq!(zone.stats().reloads.calls, 1);
-        assert_eq!(ts[0].to_vec().unwrap(), pattern(100));
-        for (i, t) in ts.iter_mut().enumerate().skip(1) {
-            assert_eq!(t.to_vec().unwrap(), pattern(i), "tensor {i}");
+        let mut p = zone.pinned::<u32>(LEN).unwrap();
+        p.write(0, &pattern(101)).unwrap();
+        ts[1].upload_pinned(p).unwrap();
+        let (spilled, resident) = ts.split_at_mut(4);
+        spilled[2].copy_from(&mut resident[7]).unwrap();
+        let kernel = zone.wgpu_device().is_some();
+        if kernel {
+            zone.kernels().fill(&mut spilled[3], 7u32).unwrap();
+        }
+        let s = zone.stats();
+        assert_eq!(s.reloads.calls, 0, "{b:?}: {s}");
+        // Each write spilled one more tensor to make room; the written
+        // tensors' saved bytes are gone.
+        let writes = if kernel { 4 } else { 3 };
+        assert_eq!(s.spills.calls, 4 + writes, "{b:?}");
+        assert_eq!(s.spilled_held_bytes, 4 * bytes, "{b:?}");
+
+        let want = |i: usize| match i {
+            0 => pattern(100),
+            1 => pattern(101),
+            2 => pattern(11),
+            3 if kernel => vec![7; LEN],
+            i => pattern(i),
+        };
+        for (i, t) in ts.iter_mut().enumerate() {
+            assert_eq!(t.to_vec().unwrap(), want(i), "{b:?} tensor {i}");
         }
     }
 }

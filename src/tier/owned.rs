@@ -642,6 +642,44 @@ impl<T: Element> Tensor<T> {
     }
 }
 
+impl<T: Element> Tensor<T> {
+    /// The parts; with `overwrite` (a write of every byte follows), a
+    /// spilled device copy gets its range back without its saved bytes.
+    /// The copy is then no longer current anywhere and unwritten on the
+    /// device: a write that fails after this leaves the tensor reading
+    /// zeros, never stale or foreign bytes.
+    fn parts_with(&mut self, overwrite: bool) -> Result<Parts<'_, T>> {
+        self.adopt();
+        let (pin, device) = match self.track() {
+            0 => (None, self.device.as_ref().map(DeviceRange::place)),
+            _ => {
+                let c = self.cell().ok_or(Error::NoDeviceCopy { op: "tracked" })?;
+                let (pin, place) = if overwrite {
+                    let (pin, place, dropped) = self.zone.pin_device_to_overwrite(&c)?;
+                    if dropped {
+                        self.state.device_current = false;
+                        self.state.device_init = false;
+                    }
+                    (pin, place)
+                } else {
+                    self.zone.pin_device(&c)?
+                };
+                // A reload may have moved the copy to another block.
+                self.bound = None;
+                (Some(pin), place)
+            }
+        };
+        Ok(Parts {
+            zone: &self.zone,
+            host: self.host.as_deref_mut(),
+            device,
+            state: &mut self.state,
+            bound: &mut self.bound,
+            pin,
+        })
+    }
+}
+
 impl<T: Element> Storage<T> for Tensor<T> {
     fn zone(&self) -> &Zone {
         &self.zone
@@ -665,25 +703,10 @@ impl<T: Element> Storage<T> for Tensor<T> {
         }
     }
     fn parts(&mut self) -> Result<Parts<'_, T>> {
-        self.adopt();
-        let (pin, device) = match self.track() {
-            0 => (None, self.device.as_ref().map(DeviceRange::place)),
-            _ => {
-                let c = self.cell().ok_or(Error::NoDeviceCopy { op: "tracked" })?;
-                let (pin, place) = self.zone.pin_device(&c)?;
-                // A reload may have moved the copy to another block.
-                self.bound = None;
-                (Some(pin), place)
-            }
-        };
-        Ok(Parts {
-            zone: &self.zone,
-            host: self.host.as_deref_mut(),
-            device,
-            state: &mut self.state,
-            bound: &mut self.bound,
-            pin,
-        })
+        self.parts_with(false)
+    }
+    fn parts_to_overwrite(&mut self) -> Result<Parts<'_, T>> {
+        self.parts_with(true)
     }
     fn host_parts(&mut self) -> Result<Parts<'_, T>> {
         if self.track() == 0 {

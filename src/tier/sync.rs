@@ -63,6 +63,11 @@ pub(crate) trait Storage<T: Element> {
     fn has_device(&self) -> bool;
     /// The parts, with a spilled device copy reloaded first.
     fn parts(&mut self) -> Result<Parts<'_, T>>;
+    /// The parts for a write of every device byte: a spilled device copy
+    /// may come back without its saved bytes (they would be overwritten).
+    fn parts_to_overwrite(&mut self) -> Result<Parts<'_, T>> {
+        self.parts()
+    }
     /// The parts for host-only work: a spilled device copy stays where it
     /// is (`device` may then be `None`).
     fn host_parts(&mut self) -> Result<Parts<'_, T>> {
@@ -180,7 +185,7 @@ pub(crate) fn write_host<T: Element>(s: &mut impl Storage<T>, data: &[T]) -> Res
 pub(crate) fn write_device<T: Element>(s: &mut impl Storage<T>, data: &[T]) -> Result<()> {
     check_len(s.shape(), data.len())?;
     s.ensure_device()?;
-    let p = s.parts()?;
+    let p = s.parts_to_overwrite()?;
     let place = p.device.ok_or(Error::NoDeviceCopy { op: "write_device" })?;
     p.zone.upload(place, bytemuck::cast_slice(data))?;
     p.state.device_written();
@@ -199,7 +204,7 @@ pub(crate) fn upload_pinned<T: Element>(
     }
     s.ensure_device()?;
     let len = s.byte_len();
-    let p = s.parts()?;
+    let p = s.parts_to_overwrite()?;
     let place = p.device.ok_or(Error::NoDeviceCopy {
         op: "upload_pinned",
     })?;
@@ -233,7 +238,7 @@ pub(crate) fn binding<T: Element>(s: &mut impl Storage<T>) -> Result<wgpu::Buffe
     }
     sync_device(s)?;
     s.zone().flush_kernels();
-    bind(s, false)
+    bind(s, false, false)
 }
 
 /// [`binding`] for a kernel of the crate's: the copy is held from spilling
@@ -243,7 +248,7 @@ pub(crate) fn binding_held<T: Element>(s: &mut impl Storage<T>) -> Result<wgpu::
         return Err(Error::NeedsGpu { op: "binding" });
     }
     sync_device(s)?;
-    bind(s, true)
+    bind(s, true, false)
 }
 
 /// Ends the hold of [`binding_held`] or [`binding_for_write`].
@@ -265,7 +270,7 @@ pub(crate) fn binding_for_write<T: Element>(
         return Err(Error::NeedsGpu { op: "binding" });
     }
     s.ensure_device()?;
-    bind(s, true)
+    bind(s, true, true)
 }
 
 /// Records that a kernel overwrote every element of the device copy, and
@@ -299,7 +304,11 @@ pub(crate) fn host_written<T: Element>(s: &mut impl Storage<T>) -> Result<()> {
 
 /// The binding of the device copy `s` has now; `hold` keeps the copy from
 /// spilling until [`release_hold`].
-fn bind<T: Element>(s: &mut impl Storage<T>, hold: bool) -> Result<wgpu::BufferBinding<'_>> {
+fn bind<T: Element>(
+    s: &mut impl Storage<T>,
+    hold: bool,
+    overwrite: bool,
+) -> Result<wgpu::BufferBinding<'_>> {
     let bytes = crate::backend::copy_len(s.byte_len());
     if let Some(max) = s.zone().max_binding() {
         if bytes > max {
@@ -312,7 +321,11 @@ fn bind<T: Element>(s: &mut impl Storage<T>, hold: bool) -> Result<wgpu::BufferB
         }
     }
     let size = NonZeroU64::new(bytes);
-    let p = s.parts()?;
+    let p = if overwrite {
+        s.parts_to_overwrite()?
+    } else {
+        s.parts()?
+    };
     let place = p.device.ok_or(Error::NoDeviceCopy { op: "binding" })?;
     if let Some(pin) = &p.pin {
         if hold {
@@ -360,7 +373,7 @@ pub(crate) fn copy_device<T: Element>(
     // Both copies stay pinned until the copy is queued.
     let ps = src.parts()?;
     let from = ps.device.ok_or(Error::NoDeviceCopy { op: "copy_from" })?;
-    let p = dst.parts()?;
+    let p = dst.parts_to_overwrite()?;
     let to = p.device.ok_or(Error::NoDeviceCopy { op: "copy_from" })?;
     p.zone.copy_device(from, to, len)?;
     p.state.device_written();
