@@ -217,7 +217,10 @@ impl ZoneBuilder {
     /// device copies of owned and shared tensors to the host, and fails
     /// with [`Error::OutOfMemory`] only when neither makes room. A spilled
     /// copy keeps its bytes and goes back to the device on its next device
-    /// use; [`crate::ZoneStats::spills`] and `reloads` count both.
+    /// use; [`crate::ZoneStats::spills`] and `reloads` count both. A use
+    /// that overwrites every byte (`write_device`, `upload_pinned`, the
+    /// destination of `copy_from`, a kernel's output) drops the kept bytes
+    /// instead of reloading them.
     ///
     /// Never spilled: arena tensors, and a tensor whose binding was taken
     /// until the zone has next waited for the device (a read back, or
