@@ -271,7 +271,7 @@ fn frames(f: &mut Figures, zone: &Zone) {
         f.skipped("frame pipeline", "no GPU backend for the plain wgpu peer");
         return;
     };
-    let rgba = frame_pipeline::frame();
+    let rgba = frame_pipeline::frame(1280, 720);
     let mut arena = zone.arena();
     let plain = frame_pipeline::Plain::new(device, queue);
     let ours = median_ns(5, 1, || {

@@ -1,4 +1,4 @@
-//! The frame pipeline of `examples/frames.rs` at 1280×720, two ways, for
+//! The frame pipeline of `examples/frames.rs`, two ways, for
 //! `benches/frames.rs` and `examples/host_vs_device.rs`:
 //!
 //! - [`tensorzone_frame`]: a pinned-buffer upload, `zone.kernels()`, every
@@ -12,40 +12,46 @@
 use tensorzone::kernels::{wgsl, Kernel};
 use tensorzone::{Arena, Location, Zone};
 
-pub const W: usize = 1280;
-pub const H: usize = 720;
 pub const SIGMA: f32 = 2.0;
 
+/// An RGBA frame of `w` × `h` pixels.
+pub struct Frame {
+    pub w: usize,
+    pub h: usize,
+    pub rgba: Vec<u8>,
+}
+
 /// A frame with stripes, a gradient and a disc: edges everywhere.
-pub fn frame() -> Vec<u8> {
-    let mut rgba = vec![0u8; W * H * 4];
+pub fn frame(w: usize, h: usize) -> Frame {
+    let mut rgba = vec![0u8; w * h * 4];
     for (p, px) in rgba.chunks_exact_mut(4).enumerate() {
-        let (x, y) = (p % W, p / W);
+        let (x, y) = (p % w, p / w);
         let stripe = if x % 64 < 32 { 200 } else { 40 };
-        let (dx, dy) = (x.abs_diff(W / 2), y.abs_diff(H / 2));
-        let disc = if dx * dx + dy * dy < (H / 4) * (H / 4) {
+        let (dx, dy) = (x.abs_diff(w / 2), y.abs_diff(h / 2));
+        let disc = if dx * dx + dy * dy < (h / 4) * (h / 4) {
             255
         } else {
             0
         };
-        px.copy_from_slice(&[stripe, (y * 255 / H) as u8, disc, 255]);
+        px.copy_from_slice(&[stripe, (y * 255 / h) as u8, disc, 255]);
     }
-    rgba
+    Frame { w, h, rgba }
 }
 
 /// The pipeline through tensorzone; returns the edge bytes.
-pub fn tensorzone_frame(zone: &Zone, arena: &Arena, rgba: &[u8]) -> Vec<u8> {
+pub fn tensorzone_frame(zone: &Zone, arena: &Arena, f: &Frame) -> Vec<u8> {
     let k = zone.kernels();
     let dev = Location::Device;
-    let mut pinned = zone.pinned::<u8>(H * W * 4).unwrap();
-    pinned.write(0, rgba).unwrap();
-    let mut input = arena.empty::<u8>([H, W, 4], dev).unwrap();
+    let (w, h) = (f.w, f.h);
+    let mut pinned = zone.pinned::<u8>(h * w * 4).unwrap();
+    pinned.write(0, &f.rgba).unwrap();
+    let mut input = arena.empty::<u8>([h, w, 4], dev).unwrap();
     input.upload_pinned(pinned).unwrap();
-    let mut gray = arena.empty::<f32>([H, W], dev).unwrap();
-    let mut tmp = arena.empty::<f32>([H, W], dev).unwrap();
-    let mut blurred = arena.empty::<f32>([H, W], dev).unwrap();
-    let mut edges = arena.empty::<f32>([H, W], dev).unwrap();
-    let mut bytes = arena.empty::<u8>([H, W], dev).unwrap();
+    let mut gray = arena.empty::<f32>([h, w], dev).unwrap();
+    let mut tmp = arena.empty::<f32>([h, w], dev).unwrap();
+    let mut blurred = arena.empty::<f32>([h, w], dev).unwrap();
+    let mut edges = arena.empty::<f32>([h, w], dev).unwrap();
+    let mut bytes = arena.empty::<u8>([h, w], dev).unwrap();
     k.grayscale(&mut input, &mut gray).unwrap();
     k.gaussian_blur_via(&mut gray, &mut tmp, &mut blurred, SIGMA)
         .unwrap();
@@ -158,11 +164,12 @@ impl Plain {
         pass.dispatch_workgroups(groups.0, groups.1, 1);
     }
 
-    pub fn frame(&self, rgba: &[u8]) -> Vec<u8> {
+    pub fn frame(&self, f: &Frame) -> Vec<u8> {
         use wgpu::BufferUsages as U;
-        let n = W * H;
+        let (w, h) = (f.w, f.h);
+        let n = w * h;
         let input = self.buffer(n * 4, U::STORAGE | U::COPY_DST);
-        self.queue.write_buffer(&input, 0, rgba);
+        self.queue.write_buffer(&input, 0, &f.rgba);
         let f32s = || self.buffer(n * 4, U::STORAGE);
         let (gray, tmp, blurred, edges) = (f32s(), f32s(), f32s(), f32s());
         let bytes = self.buffer(n, U::STORAGE | U::COPY_SRC);
@@ -170,33 +177,33 @@ impl Plain {
         let flat = ((n as u32).div_ceil(256), 1);
         let radius = (3.0 * SIGMA).ceil() as u32;
         let p_gray = self.params(&[n as u32]);
-        let p_rows = self.params(&[W as u32, H as u32, radius, 0]);
-        let p_cols = self.params(&[W as u32, H as u32, radius, 1]);
-        let p_sobel = self.params(&[W as u32, H as u32]);
+        let p_rows = self.params(&[w as u32, h as u32, radius, 0]);
+        let p_cols = self.params(&[w as u32, h as u32, radius, 1]);
+        let p_sobel = self.params(&[w as u32, h as u32]);
         let p_u8 = self.params(&[n.div_ceil(4) as u32, n as u32]);
         let mut enc = self.device.create_command_encoder(&Default::default());
         self.pass(&mut enc, &self.gray, &[&input, &gray, &p_gray], flat);
         // The blur and Sobel kernels write 8 outputs per invocation (see
         // `Kernel::GaussianBlur` and `Kernel::Sobel`).
         let eighths = |n: usize| (n as u32).div_ceil(8).div_ceil(16);
-        let (w16, h16) = ((W as u32).div_ceil(16), (H as u32).div_ceil(16));
+        let (w16, h16) = ((w as u32).div_ceil(16), (h as u32).div_ceil(16));
         self.pass(
             &mut enc,
             &self.blur,
             &[&gray, &tmp, &p_rows],
-            (eighths(W), h16),
+            (eighths(w), h16),
         );
         self.pass(
             &mut enc,
             &self.blur,
             &[&tmp, &blurred, &p_cols],
-            (w16, eighths(H)),
+            (w16, eighths(h)),
         );
         self.pass(
             &mut enc,
             &self.sobel,
             &[&blurred, &edges, &p_sobel],
-            (eighths(W), h16),
+            (eighths(w), h16),
         );
         let words = ((n.div_ceil(4)) as u32).div_ceil(256);
         self.pass(&mut enc, &self.to_u8, &[&edges, &bytes, &p_u8], (words, 1));
