@@ -1,5 +1,5 @@
 //! Compute kernels over tensors of any tier: WGSL on the GPU backend, the
-//! ndarray versions in [`reference`] on the CPU backend, one API for both.
+//! ndarray versions in [`reference`](mod@reference) on the CPU backend, one API for both.
 //!
 //! Each kernel reads its inputs where they are current (uploading once if
 //! the host copy is newer), overwrites its output, and leaves the output's
