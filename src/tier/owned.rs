@@ -640,9 +640,7 @@ impl<T: Element> Tensor<T> {
     pub fn zone(&self) -> &Zone {
         &self.zone
     }
-}
 
-impl<T: Element> Tensor<T> {
     /// The parts; with `overwrite` (a write of every byte follows), a
     /// spilled device copy gets its range back without its saved bytes.
     /// The copy is then no longer current anywhere and unwritten on the
