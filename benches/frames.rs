@@ -14,8 +14,11 @@
 //! `create_buffer` calls and peak device reserved bytes across the
 //! measured 1280×720 frames.
 //!
-//! Run: `cargo bench --bench frames` (skipped, with the reason printed,
-//! without a GPU adapter).
+//! The same pipeline also runs on a CPU zone, against plain Rust running
+//! the same kernels with a fresh `Vec` per buffer per frame.
+//!
+//! Run: `cargo bench --bench frames` (the GPU pipelines are skipped, with
+//! the reason printed, without a GPU adapter).
 
 use std::hint::black_box;
 use std::time::Duration;
@@ -25,78 +28,119 @@ mod common;
 mod frame_pipeline;
 
 use common::fmt_ns;
-use frame_pipeline::{frame, tensorzone_frame, Plain};
+use frame_pipeline::{frame, plain_cpu, tensorzone_frame, Plain};
+use tensorzone::Zone;
 
 use criterion::{Criterion, SamplingMode};
 
 const SAMPLES: usize = 10;
 
 fn main() {
-    let zone = match common::gpu_zone("bench frames") {
-        Ok(z) => z,
-        Err(why) => {
-            eprintln!("frames: skipping: {why}");
-            return;
-        }
-    };
     let mut c = Criterion::default().configure_from_args();
-    let mut arena = zone.arena();
-    let plain = Plain::new(zone.wgpu_device().unwrap(), zone.wgpu_queue().unwrap());
     let mut figures = Vec::new();
-    let mut steady = None;
-    for (w, h) in [(1280, 720), (320, 180)] {
+    let cpu = Zone::cpu();
+    for (w, h) in SIZES {
         let f = frame(w, h);
-        // Both give the same image (the same kernels; the tensorzone one
-        // is checked against the CPU reference in tests/kernels.rs).
-        let ours = tensorzone_frame(&zone, &arena, &f);
+        let mut arena = cpu.arena();
+        // The same kernels both sides: the same bytes.
+        assert_eq!(tensorzone_frame(&cpu, &arena, &f), plain_cpu(&f));
         arena.reset();
-        let theirs = plain.frame(&f);
-        let worst = ours.iter().zip(&theirs).map(|(a, b)| a.abs_diff(*b)).max();
-        assert_eq!(worst, Some(0), "the two pipelines disagree at {w}x{h}");
-
-        let before = zone.stats();
-        let name = format!("frames_{w}x{h}");
-        let mut g = c.benchmark_group(&name);
-        g.sample_size(SAMPLES)
-            .sampling_mode(SamplingMode::Flat)
-            .warm_up_time(Duration::from_secs(2))
-            .measurement_time(Duration::from_secs(if w >= 1280 { 12 } else { 4 }));
+        let name = format!("frames_cpu_{w}x{h}");
         let (ours, theirs) = (format!("{name}/tensorzone"), format!("{name}/plain"));
-        g.bench_function("tensorzone", |b| {
+        let mut g = group(&mut c, &name, w);
+        g.bench_function("tensorzone_cpu_backend", |b| {
             common::timed(b, &ours, || {
-                black_box(tensorzone_frame(&zone, &arena, &f));
+                black_box(tensorzone_frame(&cpu, &arena, &f));
                 arena.reset();
             })
         });
-        g.bench_function("plain_wgpu_buffers_per_frame", |b| {
+        g.bench_function("plain_rust_vecs_per_frame", |b| {
             common::timed(b, &theirs, || {
-                black_box(plain.frame(&f));
+                black_box(plain_cpu(&f));
             })
         });
         g.finish();
-        if steady.is_none() {
-            steady = Some((before, zone.stats()));
+        figures.push((
+            "CPU backend",
+            "plain Rust with per-frame Vecs",
+            w,
+            h,
+            ours,
+            theirs,
+        ));
+    }
+
+    let zone = match common::gpu_zone("bench frames") {
+        Ok(z) => Some(z),
+        Err(why) => {
+            eprintln!("frames: skipping the GPU pipelines: {why}");
+            None
         }
-        figures.push((w, h, ours, theirs));
+    };
+    let mut steady = None;
+    if let Some(zone) = &zone {
+        let mut arena = zone.arena();
+        let plain = Plain::new(zone.wgpu_device().unwrap(), zone.wgpu_queue().unwrap());
+        for (w, h) in SIZES {
+            let f = frame(w, h);
+            // Both give the same image (the same kernels; the tensorzone one
+            // is checked against the CPU reference in tests/kernels.rs).
+            let ours = tensorzone_frame(zone, &arena, &f);
+            arena.reset();
+            let theirs = plain.frame(&f);
+            let worst = ours.iter().zip(&theirs).map(|(a, b)| a.abs_diff(*b)).max();
+            assert_eq!(worst, Some(0), "the two pipelines disagree at {w}x{h}");
+
+            let before = zone.stats();
+            let name = format!("frames_{w}x{h}");
+            let mut g = group(&mut c, &name, w);
+            let (ours, theirs) = (format!("{name}/tensorzone"), format!("{name}/plain"));
+            g.bench_function("tensorzone", |b| {
+                common::timed(b, &ours, || {
+                    black_box(tensorzone_frame(zone, &arena, &f));
+                    arena.reset();
+                })
+            });
+            g.bench_function("plain_wgpu_buffers_per_frame", |b| {
+                common::timed(b, &theirs, || {
+                    black_box(plain.frame(&f));
+                })
+            });
+            g.finish();
+            if steady.is_none() {
+                steady = Some((before, zone.stats()));
+            }
+            figures.push((
+                "GPU",
+                "plain wgpu with per-frame buffers",
+                w,
+                h,
+                ours,
+                theirs,
+            ));
+        }
     }
     c.final_summary();
 
     eprintln!();
     eprintln!("== frames summary (medians of this run) ==");
-    eprintln!("adapter: {}", zone.info());
-    for (w, h, ours, theirs) in &figures {
+    if let Some(zone) = &zone {
+        eprintln!("adapter: {}", zone.info());
+    }
+    for (side, peer, w, h, ours, theirs) in &figures {
         if let (Some(t), Some(p)) = (
             common::median(ours, SAMPLES),
             common::median(theirs, SAMPLES),
         ) {
+            let target = *side == "GPU" && *w == 1280 && p / t < 1.2;
             eprintln!(
-                "{w}x{h}: tensorzone {} per frame ({:.2} frames/s); plain wgpu with per-frame buffers {} ({:.2} frames/s); ratio {:.2}x{}",
+                "{side} {w}x{h}: tensorzone {} per frame ({:.2} frames/s); {peer} {} ({:.2} frames/s); ratio {:.2}x{}",
                 fmt_ns(t),
                 1e9 / t,
                 fmt_ns(p),
                 1e9 / p,
                 p / t,
-                if *w == 1280 && p / t < 1.2 { "  (target 1.2x not met)" } else { "" }
+                if target { "  (target 1.2x not met)" } else { "" }
             );
         }
     }
@@ -111,4 +155,21 @@ fn main() {
             after.peak_staging_reserved_bytes
         );
     }
+}
+
+/// The frame sizes: the figure's, and one where the kernels cost less.
+const SIZES: [(usize, usize); 2] = [(1280, 720), (320, 180)];
+
+/// A benchmark group of `SAMPLES` flat samples, longer for large frames.
+fn group<'c>(
+    c: &'c mut Criterion,
+    name: &str,
+    w: usize,
+) -> criterion::BenchmarkGroup<'c, criterion::measurement::WallTime> {
+    let mut g = c.benchmark_group(name);
+    g.sample_size(SAMPLES)
+        .sampling_mode(SamplingMode::Flat)
+        .warm_up_time(Duration::from_secs(2))
+        .measurement_time(Duration::from_secs(if w >= 1280 { 12 } else { 4 }));
+    g
 }

@@ -6,10 +6,13 @@
 //! - [`Plain`]: plain wgpu as code without a pool writes it: the same WGSL
 //!   (`tensorzone::kernels::wgsl`), pipelines built once, every buffer
 //!   (input, temporaries, parameters, readback) created for the frame,
-//!   written with `queue.write_buffer`, one submit, a mapped readback.
+//!   written with `queue.write_buffer`, one submit, a mapped readback;
+//! - [`plain_cpu`]: plain Rust on the CPU as code without a pool writes
+//!   it: the kernels tensorzone's CPU backend runs
+//!   ([`tensorzone::kernels::reference`]), every buffer a fresh `Vec`.
 #![allow(dead_code)]
 
-use tensorzone::kernels::{wgsl, Kernel};
+use tensorzone::kernels::{reference, wgsl, Kernel};
 use tensorzone::{Arena, Location, Zone};
 
 pub const SIGMA: f32 = 2.0;
@@ -58,6 +61,22 @@ pub fn tensorzone_frame(zone: &Zone, arena: &Arena, f: &Frame) -> Vec<u8> {
     k.sobel(&mut blurred, &mut edges).unwrap();
     k.f32_to_u8(&mut edges, &mut bytes).unwrap();
     bytes.to_vec().unwrap()
+}
+
+/// The same pipeline in plain Rust on the CPU: the frame read in place,
+/// a fresh `Vec` for every temporary and the result.
+pub fn plain_cpu(f: &Frame) -> Vec<u8> {
+    let n = f.w * f.h;
+    let mut gray = vec![0.0f32; n];
+    reference::grayscale_into(&f.rgba, &mut gray);
+    let (mut tmp, mut blurred) = (vec![0.0; n], vec![0.0; n]);
+    let weights = reference::gaussian_weights(SIGMA);
+    reference::gaussian_blur_into(&gray, f.w, weights.view(), &mut tmp, &mut blurred);
+    let mut edges = vec![0.0; n];
+    reference::sobel_into(&blurred, f.w, &mut edges);
+    let mut bytes = vec![0u8; n];
+    reference::f32_to_u8(&edges, &mut bytes);
+    bytes
 }
 
 /// The same pipeline in plain wgpu with per-frame buffers.

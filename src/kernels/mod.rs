@@ -28,7 +28,7 @@
 mod operand;
 pub mod reference;
 
-use ndarray::{ArrayView2, ArrayView3};
+use ndarray::ArrayView2;
 
 pub use operand::{Input, Output};
 
@@ -662,13 +662,12 @@ impl<'z> Kernels<'z> {
             return Err(mismatch(rgba.operand_shape(), gray.operand_shape()));
         }
         match self.backend(&[rgba.operand_zone(), gray.operand_zone()])? {
-            None => {
-                let r = host(rgba, |p| {
-                    ArrayView3::from_shape((h, w, 4), p).map(reference::grayscale)
-                })?
-                .map_err(nd)?;
-                write_array(gray, &r)
-            }
+            None => host(rgba, |p| {
+                gray.operand_host_write(|o| {
+                    reference::grayscale_into(p, o);
+                    Ok(())
+                })
+            })?,
             Some(g) => {
                 let pixels = h * w;
                 let params = [param(op, pixels)?];
@@ -752,13 +751,18 @@ impl<'z> Kernels<'z> {
         let mut zones = vec![src.operand_zone(), dst.operand_zone()];
         zones.extend(tmp_zone);
         match (self.backend(&zones)?, tmp) {
-            (None, _) => {
-                let r = host(src, |s| {
-                    ArrayView2::from_shape((h, w), s).map(|s| reference::gaussian_blur(s, sigma))
-                })?
-                .map_err(nd)?;
-                write_array(dst, &r)
-            }
+            (None, tmp) => host(src, |s| {
+                let mut blur = |t: &mut [f32]| {
+                    dst.operand_host_write(|d| {
+                        reference::gaussian_blur_into(s, w, weights.view(), t, d);
+                        Ok(())
+                    })
+                };
+                match tmp {
+                    Some(tmp) => tmp.operand_host_write(blur),
+                    None => blur(&mut vec![0.0; s.len()]),
+                }
+            })?,
             (Some(_), None) => Err(Error::InvalidArgument {
                 op,
                 detail: "the GPU blur needs a temporary".into(),
@@ -791,13 +795,12 @@ impl<'z> Kernels<'z> {
         };
         same_shape(src.operand_shape(), dst.operand_shape())?;
         match self.backend(&[src.operand_zone(), dst.operand_zone()])? {
-            None => {
-                let r = host(src, |s| {
-                    ArrayView2::from_shape((h, w), s).map(reference::sobel)
-                })?
-                .map_err(nd)?;
-                write_array(dst, &r)
-            }
+            None => host(src, |s| {
+                dst.operand_host_write(|d| {
+                    reference::sobel_into(s, w, d);
+                    Ok(())
+                })
+            })?,
             Some(g) => {
                 let params = [param(op, w)?, param(op, h)?];
                 let groups = groups_2d(op, w.div_ceil(SOBEL_OUTPUTS), h)?;
