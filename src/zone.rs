@@ -222,9 +222,11 @@ impl ZoneBuilder {
     /// destination of `copy_from`, a kernel's output) drops the kept bytes
     /// instead of reloading them.
     ///
-    /// Never spilled: arena tensors, and a tensor whose binding was taken
+    /// Never spilled: arena tensors; a tensor whose binding was taken
     /// until the zone has next waited for the device (a read back, or
-    /// [`Zone::synchronize`]), since a submitted kernel may still use it.
+    /// [`Zone::synchronize`]), since a submitted kernel may still use it;
+    /// and a shared tensor once [`crate::SharedTensor::binding`] was taken
+    /// (the crate's kernels hold a shared input only until submitted).
     ///
     /// It turns on [`ZoneBuilder::track_tensors`].
     ///
@@ -241,9 +243,10 @@ impl ZoneBuilder {
     /// // `a` takes 768 KiB of the 1 MiB budget: `b` spills it.
     /// let b = Tensor::full(&zone, [192 << 10], 2.0f32, Location::Device).unwrap();
     /// assert_eq!(zone.stats().spills.calls, 1);
-    /// // `a` reloads (spilling `b`) with its contents intact.
+    /// // `a` reads back from its kept host bytes, contents intact: a host
+    /// // read needs no reload.
     /// assert!(a.to_vec().unwrap().iter().all(|&x| x == 1.0));
-    /// assert_eq!(zone.stats().reloads.calls, 0); // the host read needed no reload
+    /// assert_eq!(zone.stats().reloads.calls, 0);
     /// # drop(b);
     /// ```
     pub fn device_budget(mut self, bytes: u64) -> Self {

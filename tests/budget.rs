@@ -468,3 +468,43 @@ fn a_kernel_that_cannot_place_its_output_leaves_its_input_spillable() {
     assert_eq!(input.to_vec().unwrap(), pattern(0));
     assert_eq!(out.to_vec().unwrap(), pattern(1));
 }
+
+#[test]
+fn a_shared_kernel_input_can_spill_once_the_kernel_is_done_but_a_bound_one_cannot() {
+    let Some(zone) = common::gpu_zone_with(Zone::builder().slab_size(BUDGET).device_budget(BUDGET))
+    else {
+        return;
+    };
+    let tensor = LEN as u64 * 4;
+    let mut weights = device_tensor(&zone, 0).into_shared();
+    let pinned = device_tensor(&zone, 1).into_shared();
+    let mut out = Tensor::<u32>::empty(&zone, [LEN], Location::Device).unwrap();
+    zone.kernels().copy(&mut weights, &mut out).unwrap();
+    // A binding a caller holds may be used while any handle lives.
+    pinned.binding().unwrap();
+    zone.synchronize().unwrap();
+    assert_eq!(out.to_vec().unwrap(), pattern(0));
+    // Five more fill the budget; each of the next two must spill one of
+    // the two shared tensors, the least recently used first, and only
+    // the kernel's input may go.
+    let mut more: Vec<Tensor<u32>> = (2..7).map(|i| device_tensor(&zone, i)).collect();
+    assert_eq!(zone.stats().spills.calls, 0);
+    more.push(device_tensor(&zone, 7));
+    let s = zone.stats();
+    assert_eq!(s.spills.calls, 1);
+    assert_eq!(
+        (s.tiers.shared.host, s.tiers.shared.device),
+        (tensor, tensor),
+        "{s}"
+    );
+    assert_eq!(weights.to_vec().unwrap(), pattern(0));
+    more.push(device_tensor(&zone, 8));
+    // The next victim is an owned tensor, never the bound one.
+    let s = zone.stats();
+    assert_eq!(s.spills.calls, 2);
+    assert_eq!(s.tiers.shared.device, tensor, "{s}");
+    assert_eq!(pinned.to_vec().unwrap(), pattern(1));
+    for (t, i) in more.iter_mut().zip(2..) {
+        assert_eq!(t.to_vec().unwrap(), pattern(i), "tensor {i}");
+    }
+}

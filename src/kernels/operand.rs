@@ -108,11 +108,10 @@ impl<T: Element> sealed::In<T> for SharedTensor<T> {
         self.shape()
     }
     fn operand_device_in(&mut self) -> Result<wgpu::BufferBinding<'_>> {
-        // A shared tensor's binding pins its copy for the handle's life.
         self.kernel_binding()
     }
     fn operand_device_done(&mut self) -> Result<()> {
-        Ok(())
+        self.kernel_done()
     }
     fn operand_host_in<R>(&mut self, f: impl FnOnce(&[T]) -> R) -> Result<R> {
         // A copy, not the lock: two clones of one shared tensor may be

@@ -188,6 +188,10 @@ impl<T: Element> Drop for Shared<T> {
 /// ```
 pub struct SharedTensor<T: Element> {
     inner: Arc<Shared<T>>,
+    /// This handle's buffer for the kernel it is an input of: a kernel's
+    /// binding borrows it while the tensor is held, and the next kernel
+    /// replaces it (the copy may have moved between them).
+    kernel_buffer: Option<Box<wgpu::Buffer>>,
 }
 
 /// A weak handle to a [`SharedTensor`]: it does not keep the tensor's
@@ -202,6 +206,7 @@ impl<T: Element> Tensor<T> {
     pub fn into_shared(self) -> SharedTensor<T> {
         SharedTensor {
             inner: Arc::new(Shared::new(self)),
+            kernel_buffer: None,
         }
     }
 }
@@ -348,32 +353,28 @@ impl<T: Element> SharedTensor<T> {
     /// that read it. A shared tensor is immutable: kernels must not write
     /// through it (use [`SharedTensor::make_mut`] and [`Tensor::binding`]).
     ///
+    /// The binding may be used for as long as any handle lives, so from
+    /// then on the device copy stays where it is: it is never spilled
+    /// (until [`SharedTensor::make_mut`]). The crate's kernels do not pin it
+    /// so: they hold it only until they are submitted.
+    ///
     /// Errors: [`Error::NeedsGpu`] on the CPU backend.
     pub fn binding(&self) -> Result<wgpu::BufferBinding<'_>> {
-        // Work of one's own bound to this tensor runs after the kernels
-        // asked for so far.
-        self.with(|t| {
-            t.zone().flush_kernels();
-            Ok(())
-        })?;
-        self.kernel_binding()
-    }
-
-    /// [`SharedTensor::binding`] for the crate's kernels, which join the
-    /// open batch.
-    pub(crate) fn kernel_binding(&self) -> Result<wgpu::BufferBinding<'_>> {
         let (place, len) = self.with(|t| {
             if t.zone().wgpu_device().is_none() {
                 return Err(Error::NeedsGpu { op: "binding" });
             }
+            // Work of one's own bound to this tensor runs after the
+            // kernels asked for so far.
+            t.zone().flush_kernels();
             sync::sync_device(t)?;
             let p = Storage::parts(t)?;
+            let place = p.device.ok_or(Error::NoDeviceCopy { op: "binding" })?;
             if let Some(pin) = &p.pin {
                 // The buffer is cached for the handle's lifetime: the copy
                 // must stay in its block, so it is never spilled again.
                 pin.mark_bound(u64::MAX);
             }
-            let place = p.device.ok_or(Error::NoDeviceCopy { op: "binding" })?;
             Ok((place, t.byte_len()))
         })?;
         let buffer = match self.inner.bound.get() {
@@ -391,6 +392,28 @@ impl<T: Element> SharedTensor<T> {
             offset: place.offset(),
             size: std::num::NonZeroU64::new(crate::backend::copy_len(len)),
         })
+    }
+
+    /// A binding for one of the crate's kernels, which joins the open
+    /// batch: the copy is held from spilling until
+    /// [`SharedTensor::kernel_done`], after the kernel is submitted.
+    pub(crate) fn kernel_binding(&mut self) -> Result<wgpu::BufferBinding<'_>> {
+        let (buffer, offset, size) = self.with(|t| {
+            let b = sync::binding_held(t)?;
+            Ok((b.buffer.clone(), b.offset, b.size))
+        })?;
+        let buffer = self.kernel_buffer.insert(Box::new(buffer));
+        Ok(wgpu::BufferBinding {
+            buffer,
+            offset,
+            size,
+        })
+    }
+
+    /// Ends the hold of [`SharedTensor::kernel_binding`].
+    pub(crate) fn kernel_done(&mut self) -> Result<()> {
+        self.kernel_buffer = None;
+        self.with(|t| sync::release_hold(t))
     }
 
     /// A new owned tensor with the same contents.
@@ -435,6 +458,7 @@ impl<T: Element> Clone for SharedTensor<T> {
     fn clone(&self) -> Self {
         SharedTensor {
             inner: Arc::clone(&self.inner),
+            kernel_buffer: None,
         }
     }
 }
@@ -444,7 +468,10 @@ impl<T: Element> WeakTensor<T> {
     pub fn upgrade(&self) -> Option<SharedTensor<T>> {
         let inner = self.inner.upgrade()?;
         let alive = inner.lock().tensor.is_some();
-        alive.then_some(SharedTensor { inner })
+        alive.then_some(SharedTensor {
+            inner,
+            kernel_buffer: None,
+        })
     }
 
     /// Strong handles to the tensor (0 once it is freed).

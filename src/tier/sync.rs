@@ -327,6 +327,14 @@ fn bind<T: Element>(
         s.parts()?
     };
     let place = p.device.ok_or(Error::NoDeviceCopy { op: "binding" })?;
+    if p.bound.is_none() {
+        match p.zone.block_of(place)? {
+            crate::backend::DeviceBlock::Gpu(buffer) => *p.bound = Some(Box::new(buffer)),
+            crate::backend::DeviceBlock::Cpu(_) => return Err(Error::NeedsGpu { op: "binding" }),
+        }
+    }
+    // Only once nothing can fail: a caller releases no hold of a binding
+    // it did not get.
     if let Some(pin) = &p.pin {
         if hold {
             pin.hold();
@@ -334,12 +342,6 @@ fn bind<T: Element>(
             // A kernel may use the copy until the zone next waits for the
             // device.
             pin.mark_bound(p.zone.inner.tracking.registry.binding_mark());
-        }
-    }
-    if p.bound.is_none() {
-        match p.zone.block_of(place)? {
-            crate::backend::DeviceBlock::Gpu(buffer) => *p.bound = Some(Box::new(buffer)),
-            crate::backend::DeviceBlock::Cpu(_) => return Err(Error::NeedsGpu { op: "binding" }),
         }
     }
     match p.bound {
