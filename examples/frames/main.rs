@@ -83,8 +83,23 @@ fn parse_args() -> Result<Args, String> {
     if a.width == 0 || a.height == 0 || a.frames == 0 {
         return Err("--size and --frames must be positive".into());
     }
+    if a.width.max(a.height) > MAX_SIDE {
+        return Err(format!("--size: at most {MAX_SIDE} pixels a side"));
+    }
+    let sigmas = tensorzone::kernels::BLUR_SIGMA;
+    if !sigmas.contains(&a.sigma) {
+        return Err(format!(
+            "--sigma {}: must be in [{}, {}]",
+            a.sigma,
+            sigmas.start(),
+            sigmas.end()
+        ));
+    }
     Ok(a)
 }
+
+/// The largest generated frame side: 16384² RGBA is 1 GiB a frame.
+const MAX_SIDE: u32 = 16384;
 
 fn parse<T: std::str::FromStr>(flag: &str, v: &str) -> Result<T, String> {
     v.parse()
@@ -144,20 +159,27 @@ fn main() {
 
 fn run() -> Result<(), Box<dyn Error>> {
     let args = parse_args()?;
-    let zone = Zone::builder().label("frames").build()?;
-    println!("backend: {}", zone.info());
     let trace_path = args
         .trace
         .clone()
         .unwrap_or_else(|| args.output.join("trace.json"));
-
     let inputs = match &args.input {
         Some(dir) => Some(list_inputs(dir)?),
         None => None,
     };
-    // After the input is known good: a bad one leaves no empty folder.
-    std::fs::create_dir_all(&args.output)
-        .map_err(|e| format!("cannot create output folder {}: {e}", args.output.display()))?;
+    // After the input is known good: a bad one leaves no empty folder, and
+    // is reported before the adapter starts.
+    let folders = [Some(args.output.as_path()), trace_path.parent()];
+    for dir in folders
+        .into_iter()
+        .flatten()
+        .filter(|d| !d.as_os_str().is_empty())
+    {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create folder {}: {e}", dir.display()))?;
+    }
+    let zone = Zone::builder().label("frames").build()?;
+    println!("backend: {}", zone.info());
     let total = inputs.as_ref().map_or(args.frames, Vec::len);
     match &args.input {
         Some(dir) => println!("input: {total} files in {}", dir.display()),
@@ -190,15 +212,26 @@ fn run() -> Result<(), Box<dyn Error>> {
             None => generated(i, args.width as usize, args.height as usize),
         };
         let t0 = Instant::now();
-        let edges = process(&zone, &arena, &frame, args.sigma)?;
+        let edges = process(&zone, &arena, &frame, args.sigma);
         arena.reset();
+        let edges = match edges {
+            Ok(e) => e,
+            // A frame the kernels refuse (too large for a binding, say) is
+            // bad input: the rest still run. Anything else stops the run.
+            Err(e @ tensorzone::Error::InvalidArgument { .. }) if inputs.is_some() => {
+                eprintln!("\nskipping {}: {e}", frame.name);
+                skipped += 1;
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
         pipeline_time += t0.elapsed();
         done += 1;
         if done == 1 {
             after_first = Some(zone.stats());
         }
         if tracing && done >= args.trace_frames {
-            zone.stop_trace().write_chrome_json(&trace_path)?;
+            write_trace(&zone, &trace_path)?;
             tracing = false;
         }
         let out = args.output.join(format!("{}_edges.png", frame.name));
@@ -212,7 +245,7 @@ fn run() -> Result<(), Box<dyn Error>> {
     }
     println!();
     if tracing {
-        zone.stop_trace().write_chrome_json(&trace_path)?;
+        write_trace(&zone, &trace_path)?;
     }
     if done == 0 {
         return Err(format!("none of the {total} input files could be read").into());
@@ -244,4 +277,11 @@ fn run() -> Result<(), Box<dyn Error>> {
     }
     println!("{stats}");
     Ok(())
+}
+
+/// Stops the zone's trace and writes it as Chrome JSON to `path`.
+fn write_trace(zone: &Zone, path: &std::path::Path) -> Result<(), String> {
+    zone.stop_trace()
+        .write_chrome_json(path)
+        .map_err(|e| format!("cannot write trace {}: {e}", path.display()))
 }

@@ -1,5 +1,6 @@
-//! Compute kernels over tensors of any tier: WGSL on the GPU backend, the
-//! ndarray versions in [`reference`](mod@reference) on the CPU backend, one API for both.
+//! Compute kernels over owned and arena tensors (and shared tensors as
+//! inputs): WGSL on the GPU backend, the ndarray versions in
+//! [`reference`](mod@reference) on the CPU backend, one API for both.
 //!
 //! Each kernel reads its inputs where they are current (uploading once if
 //! the host copy is newer), overwrites its output, and leaves the output's
@@ -688,7 +689,7 @@ impl<'z> Kernels<'z> {
     /// Separable Gaussian blur of an `f32` image `[height, width]` into
     /// `dst` (same shape): weights [`reference::gaussian_weights`]`(sigma)`,
     /// along rows then columns, edges clamped. `sigma` must be in
-    /// [0.001, 21.3] (at most 64 taps each side). Each sigma compiles its
+    /// [`BLUR_SIGMA`] (at most 64 taps each side). Each sigma compiles its
     /// own pipeline on the GPU (the weights are constants in the shader). The pass between goes through a
     /// temporary tensor from the zone's pool; [`Kernels::gaussian_blur_via`]
     /// takes one of yours (an arena's, say).
@@ -699,6 +700,9 @@ impl<'z> Kernels<'z> {
         sigma: f32,
     ) -> Result<()> {
         let dims = src.operand_shape().dims().to_vec();
+        // Refused before the temporary is allocated for nothing.
+        dims_of("gaussian_blur", src.operand_shape(), 2)?;
+        blur_weights(sigma)?;
         match self.backend(&[src.operand_zone()])? {
             None => self.blur(src, None::<&mut Tensor<f32>>, dst, sigma),
             Some(_) => {
@@ -811,17 +815,26 @@ impl<'z> Kernels<'z> {
     }
 }
 
-/// The smallest blur sigma taken: below it the side weights underflow to
-/// zero anyway (and far below it the weights' formula divides by zero).
-const MIN_SIGMA: f32 = 1e-3;
+/// The sigmas [`Kernels::gaussian_blur`] takes, about [0.001, 21.3]:
+/// below, the side weights underflow to zero anyway (and far below, their
+/// formula divides by zero); above, the blur would pass 64 taps each side.
+///
+/// ```
+/// assert!(tensorzone::kernels::BLUR_SIGMA.contains(&2.0));
+/// assert!(!tensorzone::kernels::BLUR_SIGMA.contains(&0.0));
+/// ```
+pub const BLUR_SIGMA: std::ops::RangeInclusive<f32> = 1e-3..=MAX_BLUR_RADIUS as f32 / 3.0;
 
 /// The blur kernel's weights for `sigma`, checked.
 fn blur_weights(sigma: f32) -> Result<ndarray::Array1<f32>> {
-    let max_sigma = MAX_BLUR_RADIUS as f32 / 3.0;
-    if !(MIN_SIGMA..=max_sigma).contains(&sigma) {
+    if !BLUR_SIGMA.contains(&sigma) {
         return Err(Error::InvalidArgument {
             op: "gaussian_blur",
-            detail: format!("sigma {sigma} is not in [{MIN_SIGMA}, {max_sigma}]"),
+            detail: format!(
+                "sigma {sigma} is not in [{}, {}]",
+                BLUR_SIGMA.start(),
+                BLUR_SIGMA.end()
+            ),
         });
     }
     Ok(reference::gaussian_weights(sigma))
@@ -976,7 +989,7 @@ pub enum Kernel {
 /// workgroups over `x + y * 256 * groups_x`.
 ///
 /// Errors: [`Error::InvalidArgument`] for a blur `sigma` outside
-/// [0.001, 21.3].
+/// [`BLUR_SIGMA`].
 ///
 /// ```
 /// let src = tensorzone::kernels::wgsl(tensorzone::kernels::Kernel::Sobel).unwrap();

@@ -284,7 +284,7 @@ fn magnitude([tl, t, tr]: [f32; 3], [l, r]: [f32; 2], [bl, b, br]: [f32; 3]) -> 
 fn check_image(op: &str, src: &[f32], width: usize, out: &[f32]) {
     assert_eq!(src.len(), out.len(), "{op}: input and output lengths");
     assert!(
-        width > 0 && src.len() % width == 0 || src.is_empty(),
+        width > 0 && src.len().is_multiple_of(width) || src.is_empty(),
         "{op}: {} elements are not rows of {width}",
         src.len()
     );

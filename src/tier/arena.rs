@@ -96,7 +96,7 @@ impl HostChunks {
         let (base, words) = *unsafe { self.chunks.get_unchecked(chunk) };
         let bytes = len * std::mem::size_of::<T>();
         debug_assert!(
-            offset as usize + bytes <= words * 8 && offset % std::mem::align_of::<T>() as u64 == 0,
+            offset as usize + bytes <= words * 8 && offset.is_multiple_of(std::mem::align_of::<T>() as u64),
             "arena slice out of its chunk or misaligned: offset {offset}, {bytes} bytes, chunk of {} bytes",
             words * 8
         );
