@@ -226,11 +226,20 @@ impl GpuBackend {
                 size: wgpu::BufferSize::new(PARAM_SLOT),
             }),
         });
+        // A binding wgpu refuses must be an error, not a kernel that never
+        // runs while its output is taken as written.
+        let invalid = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
             label: Some("tensorzone kernel"),
             layout: &p.layout,
             entries: &entries,
         });
+        if let Some(e) = pollster::block_on(invalid.pop()) {
+            batch.params.truncate(offset as usize);
+            return Err(Error::Backend {
+                detail: format!("kernel bindings refused: {e}"),
+            });
+        }
         let enc = encoder.get_or_insert_with(|| {
             self.device
                 .create_command_encoder(&wgpu::CommandEncoderDescriptor {
@@ -725,5 +734,38 @@ mod tests {
         g.pipeline("probe", 2, || GOOD.to_string()).unwrap();
         g.pipeline("probe", 2, || unreachable!("cached")).unwrap();
         assert_eq!(g.pipelines_compiled.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn a_binding_wgpu_refuses_is_an_error_and_records_nothing() {
+        let Some(g) = backend() else { return };
+        let p = g.pipeline("probe", 2, || GOOD.to_string()).unwrap();
+        let buffer = g.device.create_buffer(&wgpu::BufferDescriptor {
+            label: None,
+            size: 1024,
+            usage: wgpu::BufferUsages::STORAGE,
+            mapped_at_creation: false,
+        });
+        // An offset no adapter takes for a storage binding.
+        let misaligned = wgpu::BufferBinding {
+            buffer: &buffer,
+            offset: 4,
+            size: wgpu::BufferSize::new(4),
+        };
+        let err = g.dispatch(&p, &[misaligned], &[1], [1, 1, 1]).err();
+        assert!(
+            matches!(&err, Some(Error::Backend { detail }) if detail.contains("kernel bindings refused")),
+            "{err:?}"
+        );
+        let batch = g.kernels.lock().unwrap();
+        assert!(batch.encoder.is_none() && batch.params.is_empty());
+        drop(batch);
+        let aligned = wgpu::BufferBinding {
+            buffer: &buffer,
+            offset: 0,
+            size: wgpu::BufferSize::new(4),
+        };
+        g.dispatch(&p, &[aligned], &[1], [1, 1, 1]).unwrap();
+        assert_eq!(g.kernels.lock().unwrap().params.len() as u64, PARAM_SLOT);
     }
 }

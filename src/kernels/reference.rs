@@ -2,6 +2,11 @@
 //! and they are the reference the GPU kernels are tested against. Each
 //! follows its WGSL kernel's arithmetic step for step (same operation
 //! order, same edge rules), so the two differ only by float rounding.
+//!
+//! They take what the kernels have already checked: slices of matching
+//! lengths (and whole rows), a non-empty bias, a `sigma` in
+//! [`BLUR_SIGMA`](super::BLUR_SIGMA). Given less, the slice functions
+//! panic; call them through [`Kernels`](super::Kernels) for typed errors.
 
 use std::borrow::Cow;
 
@@ -32,7 +37,11 @@ pub fn scale<T: Numeric>(a: &[T], s: T, out: &mut [T]) {
 
 /// `x + bias` with `bias` repeated along each row of `x` (`x.len()` a
 /// multiple of `bias.len()`).
+///
+/// # Panics
+/// If `bias` is empty while `x` is not, or the lengths do not match.
 pub fn bias_add<T: Numeric>(x: &[T], bias: &[T], out: &mut [T]) {
+    assert_eq!(x.len(), out.len(), "bias_add: input and output lengths");
     for (i, (o, &v)) in out.iter_mut().zip(x).enumerate() {
         *o = v.add(bias[i % bias.len()]);
     }
