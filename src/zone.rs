@@ -1290,7 +1290,9 @@ impl Zone {
     /// blocks, as an allocation would) can hold it. Without a limit the
     /// driver's free memory is unknown, so a new block counts as possible.
     /// It may say no where the pool would first merge freed ranges it
-    /// caches and then find room.
+    /// caches and then find room, and under a
+    /// [`ZoneBuilder::device_budget`] it does not count what spilling
+    /// tensors to the host would free.
     ///
     /// ```
     /// use tensorzone::{Location, Tensor, Zone};

@@ -48,7 +48,7 @@ pub(crate) struct GpuBackend {
     /// Scratch buffers created, reported with the zone's device blocks.
     pub(crate) scratch_created: std::sync::atomic::AtomicU64,
     /// Compute pipelines of `crate::kernels`, compiled on first use.
-    pipelines: Mutex<std::collections::HashMap<String, Arc<Pipeline>>>,
+    pipelines: Mutex<PipelineCache>,
     /// Pipelines compiled, for tests and reports.
     pub(crate) pipelines_compiled: std::sync::atomic::AtomicU64,
     /// Kernels recorded and not yet submitted (see `dispatch`), and the
@@ -75,6 +75,36 @@ struct KernelBatch {
     params: Vec<u8>,
 }
 
+/// Most pipelines kept per parameterised kernel (a key `kernel:variant`,
+/// such as one blur per sigma): a caller sweeping the parameter recompiles
+/// the oldest variants rather than growing the cache without end.
+const VARIANTS_KEPT: usize = 16;
+
+/// The compiled pipelines, by key; `kernel:variant` keys also in the order
+/// they were compiled, oldest first, to evict past [`VARIANTS_KEPT`].
+#[derive(Default)]
+struct PipelineCache {
+    by_key: std::collections::HashMap<String, Arc<Pipeline>>,
+    variants: std::collections::VecDeque<String>,
+}
+
+impl PipelineCache {
+    fn insert(&mut self, key: &str, p: Arc<Pipeline>) {
+        if let Some((kernel, _)) = key.split_once(':') {
+            let family = |k: &String| k.split_once(':').is_some_and(|(f, _)| f == kernel);
+            if self.variants.iter().filter(|k| family(k)).count() >= VARIANTS_KEPT {
+                if let Some(i) = self.variants.iter().position(family) {
+                    if let Some(old) = self.variants.remove(i) {
+                        self.by_key.remove(&old);
+                    }
+                }
+            }
+            self.variants.push_back(key.to_string());
+        }
+        self.by_key.insert(key.to_string(), p);
+    }
+}
+
 /// A compiled compute pipeline and its bind group layout.
 pub(crate) struct Pipeline {
     pub(crate) pipeline: wgpu::ComputePipeline,
@@ -95,7 +125,7 @@ impl GpuBackend {
         source: impl FnOnce() -> String,
     ) -> Result<Arc<Pipeline>> {
         let mut cache = self.pipelines.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(p) = cache.get(key) {
+        if let Some(p) = cache.by_key.get(key) {
             return Ok(Arc::clone(p));
         }
         // A kernel that does not compile must be an error, not a pipeline
@@ -159,7 +189,7 @@ impl GpuBackend {
             });
         }
         let p = Arc::new(Pipeline { pipeline, layout });
-        cache.insert(key.to_string(), Arc::clone(&p));
+        cache.insert(key, Arc::clone(&p));
         self.pipelines_compiled.fetch_add(1, Ordering::Relaxed);
         Ok(p)
     }
@@ -734,6 +764,31 @@ mod tests {
         g.pipeline("probe", 2, || GOOD.to_string()).unwrap();
         g.pipeline("probe", 2, || unreachable!("cached")).unwrap();
         assert_eq!(g.pipelines_compiled.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn variants_of_one_kernel_are_kept_up_to_a_bound_oldest_evicted_first() {
+        let Some(g) = backend() else { return };
+        let n = VARIANTS_KEPT + 3;
+        for i in 0..n {
+            g.pipeline(&format!("probe:{i}"), 2, || GOOD.to_string())
+                .unwrap();
+        }
+        // A key without a variant, and another kernel's variants, are
+        // not counted against `probe`'s.
+        g.pipeline("plain", 2, || GOOD.to_string()).unwrap();
+        g.pipeline("other:0", 2, || GOOD.to_string()).unwrap();
+        let cache = g.pipelines.lock().unwrap();
+        assert_eq!(cache.by_key.len(), VARIANTS_KEPT + 2);
+        for i in 0..n {
+            let kept = cache.by_key.contains_key(&format!("probe:{i}"));
+            assert_eq!(kept, i >= 3, "probe:{i}");
+        }
+        assert!(cache.by_key.contains_key("plain") && cache.by_key.contains_key("other:0"));
+        drop(cache);
+        // An evicted variant compiles again.
+        g.pipeline("probe:0", 2, || GOOD.to_string()).unwrap();
+        assert_eq!(g.pipelines_compiled.load(Ordering::Relaxed), n as u64 + 3);
     }
 
     #[test]

@@ -690,9 +690,11 @@ impl<'z> Kernels<'z> {
     /// `dst` (same shape): weights [`reference::gaussian_weights`]`(sigma)`,
     /// along rows then columns, edges clamped. `sigma` must be in
     /// [`BLUR_SIGMA`] (at most 64 taps each side). Each sigma compiles its
-    /// own pipeline on the GPU (the weights are constants in the shader). The pass between goes through a
-    /// temporary tensor from the zone's pool; [`Kernels::gaussian_blur_via`]
-    /// takes one of yours (an arena's, say).
+    /// own pipeline on the GPU (the weights are constants in the shader);
+    /// the device keeps the 16 most recently compiled, so a sweep over many
+    /// sigmas recompiles rather than growing without end. The pass between
+    /// goes through a temporary tensor from the zone's pool;
+    /// [`Kernels::gaussian_blur_via`] takes one of yours (an arena's, say).
     pub fn gaussian_blur(
         &self,
         src: &mut impl Input<f32>,
