@@ -195,8 +195,9 @@ impl ZoneBuilder {
     }
 
     /// Size of the device slabs small tensors are carved from (default
-    /// 32 MiB; clamped to the adapter's `max_buffer_size`). Requests over a
-    /// quarter of it get a dedicated buffer.
+    /// 32 MiB; clamped to [64 KiB, 1 GiB], then to the adapter's
+    /// `max_buffer_size`). Requests over a quarter of it get a dedicated
+    /// buffer.
     pub fn slab_size(mut self, bytes: u64) -> Self {
         self.slab_size = bytes.clamp(STAGING_MIN_SIZE, MAX_SLAB_SIZE);
         self
