@@ -3,7 +3,8 @@
 //! `Box`, 64 MiB uploads against `queue.write_buffer`, `StagingBelt` and
 //! `memcpy`, readbacks against a fresh mapped buffer and `memcpy`, and the
 //! 1280×720 frame pipeline against plain wgpu creating its buffers each
-//! frame. Each figure is the median of several timed samples; ratios are
+//! frame (and, on a CPU zone, against plain Rust allocating its `Vec`s
+//! each frame). Each figure is the median of several timed samples; ratios are
 //! peer / tensorzone for times and tensorzone / peer for GB/s and frames/s
 //! (above 1: tensorzone is faster).
 //!
@@ -267,11 +268,29 @@ fn transfers(f: &mut Figures, zone: &Zone) -> Result<(), Box<dyn Error>> {
 }
 
 fn frames(f: &mut Figures, zone: &Zone) {
+    let rgba = frame_pipeline::frame(1280, 720);
+    // The pipeline on the CPU backend, against plain Rust calling the same
+    // kernels with fresh Vecs: runs on every machine.
+    let cpu = Zone::cpu();
+    let mut arena = cpu.arena();
+    let ours = median_ns(5, 1, || {
+        black_box(frame_pipeline::tensorzone_frame(&cpu, &arena, &rgba));
+        arena.reset();
+    });
+    let peer = median_ns(5, 1, || {
+        black_box(frame_pipeline::plain_cpu(&rgba));
+    });
+    f.rates(
+        "frames 1280x720 CPU",
+        "fps",
+        1e9 / ours,
+        "per_frame_vecs",
+        1e9 / peer,
+    );
     let (Some(device), Some(queue)) = (zone.wgpu_device(), zone.wgpu_queue()) else {
         f.skipped("frame pipeline", "no GPU backend for the plain wgpu peer");
         return;
     };
-    let rgba = frame_pipeline::frame(1280, 720);
     let mut arena = zone.arena();
     let plain = frame_pipeline::Plain::new(device, queue);
     let ours = median_ns(5, 1, || {
