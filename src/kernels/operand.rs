@@ -86,9 +86,7 @@ macro_rules! storage_operand {
                 &mut self,
                 f: impl FnOnce(&mut [T]) -> Result<R>,
             ) -> Result<R> {
-                let r = f(sync::host_for_write(self)?)?;
-                sync::host_written(self)?;
-                Ok(r)
+                sync::overwrite_host(self, f)
             }
         }
 

@@ -730,6 +730,15 @@ impl<T: Element> Storage<T> for ArenaTensor<'_, T> {
         }
         Ok(())
     }
+    fn ensure_host_to_overwrite(&mut self) -> Result<()> {
+        if self.host.is_none() {
+            // The caller writes every element, and a copy it leaves
+            // unwritten is cleared before it is read (`sync_host`): a
+            // clear now would be a memset of the tensor for nothing.
+            self.host = Some(self.arena.host_slice(self.shape.numel(), false)?);
+        }
+        Ok(())
+    }
     fn ensure_device(&mut self) -> Result<()> {
         if self.device.is_none() {
             let len = Storage::byte_len(self);

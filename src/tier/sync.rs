@@ -81,6 +81,11 @@ pub(crate) trait Storage<T: Element> {
     }
     /// Gives the tensor host storage if it has none (zero-filled).
     fn ensure_host(&mut self) -> Result<()>;
+    /// [`Storage::ensure_host`] for a caller that overwrites every
+    /// element: new host storage need not be cleared.
+    fn ensure_host_to_overwrite(&mut self) -> Result<()> {
+        self.ensure_host()
+    }
     /// Gives the tensor device storage if it has none (contents unspecified).
     fn ensure_device(&mut self) -> Result<()>;
 
@@ -284,22 +289,23 @@ pub(crate) fn kernel_wrote_device<T: Element>(s: &mut impl Storage<T>) -> Result
     Ok(())
 }
 
-/// Host storage for code that overwrites every element: nothing is
-/// downloaded first. Call [`host_written`] once it is written.
-pub(crate) fn host_for_write<T: Element>(s: &mut impl Storage<T>) -> Result<&mut [T]> {
-    s.ensure_host()?;
+/// Runs `f` on host storage it overwrites whole: nothing is downloaded
+/// first, and storage made for it is not cleared first. If `f` succeeds
+/// the host copy is current and the device copy stale; if it fails the
+/// state is as before (a host copy that is not current is cleared before
+/// it is next read, so nothing `f` left shows).
+pub(crate) fn overwrite_host<T: Element, R>(
+    s: &mut impl Storage<T>,
+    f: impl FnOnce(&mut [T]) -> Result<R>,
+) -> Result<R> {
+    s.ensure_host_to_overwrite()?;
     let p = s.host_parts()?;
-    p.host.ok_or(Error::NoDeviceCopy {
-        op: "host_for_write",
-    })
-}
-
-/// Records that the host copy was overwritten: it is current, the device
-/// copy stale.
-pub(crate) fn host_written<T: Element>(s: &mut impl Storage<T>) -> Result<()> {
-    let p = s.host_parts()?;
+    let host = p.host.ok_or(Error::NoDeviceCopy {
+        op: "overwrite_host",
+    })?;
+    let r = f(host)?;
     p.state.host_written();
-    Ok(())
+    Ok(r)
 }
 
 /// The binding of the device copy `s` has now; `hold` keeps the copy from
@@ -518,4 +524,51 @@ pub(crate) fn view_mut_of<T>(
     ndarray::ArrayViewMutD::from_shape(dims, data).map_err(|e| Error::Backend {
         detail: e.to_string(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Location;
+
+    fn fail() -> Error {
+        Error::Backend {
+            detail: "the writer stopped".into(),
+        }
+    }
+
+    #[test]
+    fn an_overwrite_skips_the_clear_and_a_failed_one_leaves_zeros() {
+        let zone = Zone::cpu();
+        let mut arena = zone.arena();
+        let mut t = arena.empty::<f32>([64], Location::Device).unwrap();
+        overwrite_host(&mut t, |h| {
+            h.fill(7.0);
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(t.to_vec().unwrap(), [7.0; 64]);
+        drop(t);
+        arena.reset();
+        // The next frame's tensor gets the same arena bytes, not cleared
+        // for a writer that overwrites them all...
+        let mut t = arena.empty::<f32>([64], Location::Device).unwrap();
+        let err = overwrite_host(&mut t, |h| {
+            assert_eq!(h, [7.0; 64]);
+            h[..10].fill(9.0);
+            Err::<(), _>(fail())
+        })
+        .unwrap_err();
+        assert_eq!(err, fail());
+        // ...and one that fails leaves neither its bytes nor older ones.
+        assert_eq!(t.to_vec().unwrap(), [0.0; 64]);
+        // A host copy that already held the tensor keeps it.
+        overwrite_host(&mut t, |h| {
+            h.fill(1.0);
+            Ok(())
+        })
+        .unwrap();
+        overwrite_host(&mut t, |_| Err::<(), _>(fail())).unwrap_err();
+        assert_eq!(t.to_vec().unwrap(), [1.0; 64]);
+    }
 }
