@@ -1690,3 +1690,32 @@ fn same_slab_copy_scratch_is_accounted_and_trimmed() {
         assert!(released >= slab + scratch, "{b:?}: released {released}");
     }
 }
+
+/// Tensors over a quarter of the slab get a block of their own, which a
+/// unified-memory adapter (lavapipe, integrated GPUs) maps for each
+/// transfer. With four threads transferring at once, either thread's poll
+/// may complete the other's map: no transfer may fail for it.
+#[test]
+fn threads_transferring_through_mapped_blocks_never_fail() {
+    for zone in common::zones_with(Zone::builder().slab_size(64 << 10).track_tensors(false)) {
+        let len = 16 << 10; // 64 KiB of u32: a dedicated block
+        let workers: Vec<_> = (0..4u32)
+            .map(|w| {
+                let zone = zone.clone();
+                std::thread::spawn(move || -> Result<()> {
+                    let mut t = Tensor::<u32>::empty(&zone, [len], Location::Device)?;
+                    for i in 0..3000u32 {
+                        let v = vec![w * 1_000_000 + i; len];
+                        t.write_device(&v)?;
+                        assert_eq!(t.to_vec()?, v, "worker {w} iteration {i}");
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        for (w, h) in workers.into_iter().enumerate() {
+            let r = h.join().expect("worker panicked");
+            assert!(r.is_ok(), "{:?} worker {w}: {r:?}", zone.backend());
+        }
+    }
+}

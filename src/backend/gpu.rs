@@ -21,6 +21,9 @@ pub(crate) const READBACK_USAGE: wgpu::BufferUsages =
 /// States of an upload buffer's re-mapping, shared with its map callback.
 pub(crate) const MAP_PENDING: u8 = 0;
 pub(crate) const MAP_READY: u8 = 1;
+/// How long a map whose device work is done may wait for its callback to
+/// run on another thread before it counts as failed.
+const MAP_CALLBACK_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 pub(crate) const MAP_FAILED: u8 = 2;
 
 /// Set by wgpu's device-lost callback. The flag keeps the check on every
@@ -648,7 +651,7 @@ impl GpuBackend {
             );
         });
         self.wait_idle()?;
-        if flag.load(Ordering::Acquire) != MAP_READY {
+        if self.map_outcome(&flag) != MAP_READY {
             // Not mapped, yet a pending map would block the next one.
             buffer.unmap();
             self.check_alive_waited()?;
@@ -657,6 +660,23 @@ impl GpuBackend {
             });
         }
         Ok(())
+    }
+
+    /// What became of a map once the device has been waited for. The
+    /// thread whose poll completes a map runs its callback, after it lets
+    /// go of the device: with another thread polling too, the wait here
+    /// can return first, so a pending flag is polled for, not taken for a
+    /// failure (up to `MAP_CALLBACK_WAIT`).
+    fn map_outcome(&self, flag: &AtomicU8) -> u8 {
+        let start = std::time::Instant::now();
+        loop {
+            let state = flag.load(Ordering::Acquire);
+            if state != MAP_PENDING || start.elapsed() > MAP_CALLBACK_WAIT {
+                return state;
+            }
+            self.poll();
+            std::thread::yield_now();
+        }
     }
 
     /// Writes `data` straight into a mappable device buffer at `offset`
