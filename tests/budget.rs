@@ -508,3 +508,55 @@ fn a_shared_kernel_input_can_spill_once_the_kernel_is_done_but_a_bound_one_canno
         assert_eq!(t.to_vec().unwrap(), pattern(i), "tensor {i}");
     }
 }
+
+#[test]
+fn tensors_not_used_yet_spill_too() {
+    for zone in budget_zones() {
+        let mut ts: Vec<Tensor<u32>> = (0..8)
+            .map(|_| Tensor::<u32>::empty(&zone, [LEN], Location::Device).unwrap())
+            .collect();
+        // The budget is full of tensors nothing has touched: the ninth
+        // spills one rather than failing.
+        let mut ninth = Tensor::<u32>::empty(&zone, [LEN], Location::Device).unwrap();
+        assert_eq!(zone.stats().spills.calls, 1, "{:?}", zone.backend());
+        ninth.write_device(&pattern(9)).unwrap();
+        for t in &mut ts {
+            assert_eq!(t.to_vec().unwrap(), vec![0; LEN]);
+        }
+        assert_eq!(ninth.to_vec().unwrap(), pattern(9));
+    }
+}
+
+#[test]
+fn a_host_write_to_a_spilled_tensor_drops_its_saved_bytes() {
+    for zone in budget_zones() {
+        let mut ts: Vec<Tensor<u32>> = (0..9).map(|i| device_tensor(&zone, i)).collect();
+        let s = zone.stats();
+        assert_eq!((s.spills.calls, s.spilled_held_bytes), (1, LEN as u64 * 4));
+        // Tensor 0 went; overwriting it on the host makes its saved bytes
+        // stale: they are let go at once...
+        ts[0].write_host(&pattern(50)).unwrap();
+        let before = zone.stats();
+        assert_eq!(before.spilled_held_bytes, 0, "{before}");
+        assert_eq!(before.host_live_bytes, LEN as u64 * 4, "{before}");
+        // ...and the next device use uploads the host copy once, reloading
+        // nothing.
+        ts[0].to_device().unwrap();
+        let after = zone.stats();
+        assert_eq!(after.host_to_device.calls - before.host_to_device.calls, 1);
+        assert_eq!(after.reloads.calls, before.reloads.calls);
+        assert_eq!(ts[0].to_vec().unwrap(), pattern(50));
+        // The same through a mutable host view and a CPU-side rewrite.
+        let mut more: Vec<Tensor<u32>> = (10..12).map(|i| device_tensor(&zone, i)).collect();
+        let spilled = zone.stats().spilled_held_bytes;
+        assert!(spilled > 0);
+        for t in ts.iter_mut().chain(more.iter_mut()) {
+            t.as_mut_slice().unwrap()[0] += 1;
+        }
+        assert_eq!(zone.stats().spilled_held_bytes, 0);
+        let t = zone.stats().tiers;
+        let s = zone.stats();
+        assert_eq!(t.owned.device, s.device_live_bytes, "{s}");
+        assert_eq!(t.owned.host, s.host_live_bytes, "{s}");
+    }
+}

@@ -231,7 +231,14 @@ impl<T: Element> Tensor<T> {
                 // counting the tensor along with it. A tracking zone takes
                 // no fast path: its pool registers the tensor (see `adopt`).
                 let range = zone.alloc_device(bytes, Use::owned(true))?;
-                Ok(Tensor::new_handle(zone, shape, false, Some(range)))
+                let mut t = Tensor::new_handle(zone, shape, false, Some(range));
+                if zone.inner.spill {
+                    // Under a budget the tensor is a spill candidate from
+                    // the start, not from its first use: the spiller only
+                    // sees entries that hold their range.
+                    t.adopt();
+                }
+                Ok(t)
             }
         }
     }
@@ -718,6 +725,33 @@ impl<T: Element> Storage<T> for Tensor<T> {
             bound: &mut self.bound,
             pin: None,
         })
+    }
+    fn drop_stale_spill(&mut self) {
+        if self.state.device_current {
+            return;
+        }
+        let Some(cell) = self.cell() else {
+            return;
+        };
+        // Taken out under the cell's lock, as in `drop_device_copy`.
+        let mut dev = cell.dev();
+        if dev.saved.is_none() {
+            return;
+        }
+        let before = self.held_with(Some(&dev));
+        let saved = dev.saved.take();
+        let after = self.held_with(Some(&dev));
+        drop(dev);
+        self.state.device_init = false;
+        self.bound = None;
+        self.zone.release_device_copy(None, saved, false);
+        self.label_count(
+            HostDevice {
+                host: before.host - after.host,
+                device: before.device - after.device,
+            },
+            false,
+        );
     }
     fn host_from_spill(&mut self) -> bool {
         let Some(cell) = self.cell() else {

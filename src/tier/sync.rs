@@ -86,6 +86,10 @@ pub(crate) trait Storage<T: Element> {
     fn ensure_host_to_overwrite(&mut self) -> Result<()> {
         self.ensure_host()
     }
+    /// Drops a spilled device copy that a host write has made stale: its
+    /// saved bytes would only be reloaded to be overwritten. Tiers that
+    /// never spill keep the default, which does nothing.
+    fn drop_stale_spill(&mut self) {}
     /// Gives the tensor device storage if it has none (contents unspecified).
     fn ensure_device(&mut self) -> Result<()>;
 
@@ -123,7 +127,9 @@ pub(crate) fn sync_device<T: Element>(s: &mut impl Storage<T>) -> Result<()> {
     }
     s.ensure_device()?;
     let len = s.byte_len();
-    let p = s.parts()?;
+    // Every byte is replaced (by the host copy or zeros): a spilled copy's
+    // saved bytes are stale, not worth reloading.
+    let p = s.parts_to_overwrite()?;
     let place = p.device.ok_or(Error::NoDeviceCopy { op: "to_device" })?;
     match (p.host, p.state.host_current) {
         (Some(h), true) => p.zone.upload(place, bytemuck::cast_slice(h))?,
@@ -169,8 +175,9 @@ pub(crate) fn as_slice<T: Element>(s: &mut impl Storage<T>) -> Result<&[T]> {
 /// The host elements for writing; the device copy becomes stale.
 pub(crate) fn as_mut_slice<T: Element>(s: &mut impl Storage<T>) -> Result<&mut [T]> {
     sync_host(s)?;
+    s.host_parts()?.state.device_current = false;
+    s.drop_stale_spill();
     let p = s.host_parts()?;
-    p.state.device_current = false;
     p.host.ok_or(Error::NoDeviceCopy { op: "as_mut_slice" })
 }
 
@@ -183,6 +190,7 @@ pub(crate) fn write_host<T: Element>(s: &mut impl Storage<T>, data: &[T]) -> Res
         .ok_or(Error::NoDeviceCopy { op: "write_host" })?
         .copy_from_slice(data);
     p.state.host_written();
+    s.drop_stale_spill();
     Ok(())
 }
 
@@ -305,6 +313,7 @@ pub(crate) fn overwrite_host<T: Element, R>(
     })?;
     let r = f(host)?;
     p.state.host_written();
+    s.drop_stale_spill();
     Ok(r)
 }
 
