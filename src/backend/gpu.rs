@@ -57,6 +57,10 @@ pub(crate) struct GpuBackend {
     /// Kernels recorded and not yet submitted (see `dispatch`), and the
     /// parameter buffer they read, made on the first kernel.
     kernels: Mutex<KernelBatch>,
+    /// Why a batch of kernels failed at submission, for the next call to
+    /// report (`check_alive`); `batch_failed` says whether one is held.
+    batch_error: Mutex<Option<String>>,
+    batch_failed: std::sync::atomic::AtomicBool,
 }
 
 /// One kernel's slot in the parameter buffer: the longest parameter list
@@ -307,7 +311,16 @@ impl GpuBackend {
             self.queue.write_buffer(pbuf, 0, &batch.params);
         }
         batch.params.clear();
+        // The kernels already returned: an error wgpu finds now (in
+        // encoding or at submission) is kept for the next call to report,
+        // rather than lost to the uncaptured-error handler.
+        let invalid = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
         self.queue.submit([enc.finish()]);
+        if let Some(e) = pollster::block_on(invalid.pop()) {
+            let mut held = self.batch_error.lock().unwrap_or_else(|p| p.into_inner());
+            held.get_or_insert_with(|| e.to_string());
+            self.batch_failed.store(true, Ordering::Release);
+        }
     }
 
     /// Opens the best adapter wgpu finds, with all of its limits.
@@ -373,11 +386,16 @@ impl GpuBackend {
             pipelines: Default::default(),
             kernels: Mutex::new(KernelBatch::default()),
             pipelines_compiled: std::sync::atomic::AtomicU64::new(0),
+            batch_error: Mutex::new(None),
+            batch_failed: Default::default(),
         })
     }
 
     #[inline]
     pub(crate) fn check_alive(&self) -> Result<()> {
+        if self.batch_failed.load(Ordering::Acquire) {
+            return Err(self.take_batch_error());
+        }
         if !self.lost.lost.load(Ordering::Acquire) {
             return Ok(());
         }
@@ -386,6 +404,20 @@ impl GpuBackend {
             Err(p) => p.into_inner().clone(),
         };
         Err(Error::DeviceLost { reason })
+    }
+
+    /// The error of a batch of kernels that failed at submission, reported
+    /// once (by whichever call comes next, on any thread).
+    #[cold]
+    fn take_batch_error(&self) -> Error {
+        let mut held = self.batch_error.lock().unwrap_or_else(|p| p.into_inner());
+        self.batch_failed.store(false, Ordering::Release);
+        Error::Backend {
+            detail: format!(
+                "kernels submitted earlier failed, their outputs are not written: {}",
+                held.take().unwrap_or_default()
+            ),
+        }
     }
 
     /// Bytes of the scratch and kernel parameter buffers (0 when none is
@@ -809,6 +841,35 @@ mod tests {
         // An evicted variant compiles again.
         g.pipeline("probe:0", 2, || GOOD.to_string()).unwrap();
         assert_eq!(g.pipelines_compiled.load(Ordering::Relaxed), n as u64 + 3);
+    }
+
+    #[test]
+    fn a_batch_that_fails_at_submission_is_reported_by_the_next_call() {
+        let Some(g) = backend() else { return };
+        let p = g.pipeline("probe", 2, || GOOD.to_string()).unwrap();
+        let buffer = g.device.create_buffer(&wgpu::BufferDescriptor {
+            label: None,
+            size: 256,
+            usage: wgpu::BufferUsages::STORAGE,
+            mapped_at_creation: false,
+        });
+        let binding = wgpu::BufferBinding {
+            buffer: &buffer,
+            offset: 0,
+            size: wgpu::BufferSize::new(4),
+        };
+        g.dispatch(&p, &[binding], &[1], [1, 1, 1]).unwrap();
+        // Gone before the batch reaches the queue.
+        buffer.destroy();
+        g.flush_kernels();
+        let err = g.check_alive().err();
+        assert!(
+            matches!(&err, Some(Error::Backend { detail }) if detail.contains("kernels submitted earlier failed")),
+            "{err:?}"
+        );
+        // Reported once; the device works on.
+        g.check_alive().unwrap();
+        g.wait_idle().unwrap();
     }
 
     #[test]

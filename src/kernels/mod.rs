@@ -11,7 +11,10 @@
 //! recorded into one command buffer and submitted together when anything
 //! else needs the queue (a transfer, a read back, `zone.synchronize()`, a
 //! `binding()` for work of your own), so a frame's kernels cost one
-//! submission; nothing waits until a read back does.
+//! submission; nothing waits until a read back does. A kernel's call
+//! returns once it is recorded: should wgpu refuse the batch when it is
+//! submitted, the zone's next call (on any thread) returns that error as
+//! [`Error::Backend`](crate::Error::Backend), once.
 //!
 //! ```
 //! use tensorzone::{Location, Tensor, Zone};
