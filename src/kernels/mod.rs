@@ -14,7 +14,7 @@
 //! submission; nothing waits until a read back does. A kernel's call
 //! returns once it is recorded: should wgpu refuse the batch when it is
 //! submitted, the zone's next call (on any thread) returns that error as
-//! [`Error::Backend`](crate::Error::Backend), once.
+//! `Error::Backend`, once.
 //!
 //! ```
 //! use tensorzone::{Location, Tensor, Zone};
