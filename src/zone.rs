@@ -227,7 +227,8 @@ impl ZoneBuilder {
     /// until the zone has next waited for the device (a read back, or
     /// [`Zone::synchronize`]), since a submitted kernel may still use it;
     /// and a shared tensor once [`crate::SharedTensor::binding`] was taken
-    /// (the crate's kernels hold a shared input only until submitted).
+    /// (the crate's kernels keep a shared input in place only until the
+    /// zone next waits).
     ///
     /// It turns on [`ZoneBuilder::track_tensors`].
     ///
@@ -812,16 +813,20 @@ impl Zone {
             Backend::Gpu(g) => {
                 g.check_alive()?;
                 g.wait_idle()?;
-                g.check_alive()?;
+                // The device is idle even if a batch it refused is reported
+                // below: what was bound before the wait may spill again.
+                self.inner.tracking.registry.wait_done(wait);
                 // Map callbacks of buffers re-mapped after the last submit
                 // may fire on the next poll rather than inside the wait.
                 g.poll();
                 self.sweep_pending(&mut self.lock());
+                g.check_alive()
             }
-            Backend::Cpu(_) => {}
+            Backend::Cpu(_) => {
+                self.inner.tracking.registry.wait_done(wait);
+                Ok(())
+            }
         }
-        self.inner.tracking.registry.wait_done(wait);
-        Ok(())
     }
 
     /// A snapshot of memory and traffic.

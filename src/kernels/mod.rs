@@ -1,5 +1,5 @@
 //! Compute kernels over owned and arena tensors (and shared tensors as
-//! inputs): WGSL on the GPU backend, the ndarray versions in
+//! inputs): WGSL on the GPU backend, the CPU versions in
 //! [`reference`](mod@reference) on the CPU backend, one API for both.
 //!
 //! Each kernel reads its inputs where they are current (uploading once if
@@ -13,8 +13,11 @@
 //! `binding()` for work of your own), so a frame's kernels cost one
 //! submission; nothing waits until a read back does. A kernel's call
 //! returns once it is recorded: should wgpu refuse the batch when it is
-//! submitted, the zone's next call (on any thread) returns that error as
-//! `Error::Backend`, once.
+//! submitted, the zone's next call that reaches the device (a transfer, a
+//! read back, a wait; on any thread) returns that error as
+//! `Error::Backend`, once. The refused kernels' outputs are then marked
+//! written but hold whatever their storage held: write them again before
+//! reading them.
 //!
 //! ```
 //! use tensorzone::{Location, Tensor, Zone};

@@ -33,7 +33,9 @@ pub(crate) mod sealed {
         /// A binding of the device copy, made current first; the copy is
         /// held from spilling until [`In::operand_device_done`].
         fn operand_device_in(&mut self) -> Result<wgpu::BufferBinding<'_>>;
-        /// Ends the hold of `operand_device_in` (the kernel is submitted).
+        /// Ends the hold of `operand_device_in` once the kernel is
+        /// recorded; the binding's mark then keeps the copy from spilling
+        /// until the zone next waits for the device.
         fn operand_device_done(&mut self) -> Result<()>;
         /// Runs `f` on the host copy, made current first.
         fn operand_host_in<R>(&mut self, f: impl FnOnce(&[T]) -> R) -> Result<R>;
@@ -49,7 +51,9 @@ pub(crate) mod sealed {
         fn operand_device_written(&mut self) -> Result<()>;
         /// Runs `f` on host storage to overwrite (nothing is downloaded
         /// first). If `f` succeeds the host copy is current and the device
-        /// copy stale; if it fails, the tensor's state is as before.
+        /// copy stale; if it fails, what it wrote is not read as the
+        /// tensor's unless the host copy was its only current one (see
+        /// `sync::overwrite_host`).
         fn operand_host_write<R>(&mut self, f: impl FnOnce(&mut [T]) -> Result<R>) -> Result<R>;
     }
 }

@@ -1,5 +1,7 @@
-//! The CPU versions of the kernels, on ndarray: the CPU backend runs them,
-//! and they are the reference the GPU kernels are tested against. Each
+//! The CPU versions of the kernels, over slices (the image kernels a row
+//! at a time, so the inner loops vectorise) with ndarray forms for
+//! callers: the CPU backend runs them, and they are the reference the GPU
+//! kernels are tested against. Each
 //! follows its WGSL kernel's arithmetic step for step (same operation
 //! order, same edge rules), so the two differ only by float rounding.
 //!

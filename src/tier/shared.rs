@@ -356,7 +356,8 @@ impl<T: Element> SharedTensor<T> {
     /// The binding may be used for as long as any handle lives, so from
     /// then on the device copy stays where it is: it is never spilled
     /// (until [`SharedTensor::make_mut`]). The crate's kernels do not pin it
-    /// so: they hold it only until they are submitted.
+    /// so: they keep it in place only until the zone next waits for the
+    /// device after they are recorded.
     ///
     /// Errors: [`Error::NeedsGpu`] on the CPU backend.
     pub fn binding(&self) -> Result<wgpu::BufferBinding<'_>> {
@@ -396,7 +397,8 @@ impl<T: Element> SharedTensor<T> {
 
     /// A binding for one of the crate's kernels, which joins the open
     /// batch: the copy is held from spilling until
-    /// [`SharedTensor::kernel_done`], after the kernel is submitted.
+    /// [`SharedTensor::kernel_done`], once the kernel is recorded, and its
+    /// binding mark keeps it in place until the zone next waits.
     pub(crate) fn kernel_binding(&mut self) -> Result<wgpu::BufferBinding<'_>> {
         let (buffer, offset, size) = self.with(|t| {
             let b = sync::binding_held(t)?;

@@ -299,9 +299,11 @@ pub(crate) fn kernel_wrote_device<T: Element>(s: &mut impl Storage<T>) -> Result
 
 /// Runs `f` on host storage it overwrites whole: nothing is downloaded
 /// first, and storage made for it is not cleared first. If `f` succeeds
-/// the host copy is current and the device copy stale; if it fails the
-/// state is as before (a host copy that is not current is cleared before
-/// it is next read, so nothing `f` left shows).
+/// the host copy is current and the device copy stale. If it fails, what
+/// it wrote is never read as the tensor's: a host copy that was not
+/// current is cleared before it is next read, and one that was current
+/// gives way to a current device copy; only a host copy that was the
+/// tensor's one current copy keeps what `f` left.
 pub(crate) fn overwrite_host<T: Element, R>(
     s: &mut impl Storage<T>,
     f: impl FnOnce(&mut [T]) -> Result<R>,
@@ -311,10 +313,19 @@ pub(crate) fn overwrite_host<T: Element, R>(
     let host = p.host.ok_or(Error::NoDeviceCopy {
         op: "overwrite_host",
     })?;
-    let r = f(host)?;
-    p.state.host_written();
-    s.drop_stale_spill();
-    Ok(r)
+    match f(host) {
+        Ok(r) => {
+            p.state.host_written();
+            s.drop_stale_spill();
+            Ok(r)
+        }
+        Err(e) => {
+            if p.state.device_current {
+                p.state.host_current = false;
+            }
+            Err(e)
+        }
+    }
 }
 
 /// The binding of the device copy `s` has now; `hold` keeps the copy from
@@ -578,6 +589,15 @@ mod tests {
         })
         .unwrap();
         overwrite_host(&mut t, |_| Err::<(), _>(fail())).unwrap_err();
+        assert_eq!(t.to_vec().unwrap(), [1.0; 64]);
+        // A writer that fails halfway over a host copy in step with the
+        // device one leaves the device copy to speak for the tensor.
+        t.to_device().unwrap();
+        overwrite_host(&mut t, |h| {
+            h[..10].fill(5.0);
+            Err::<(), _>(fail())
+        })
+        .unwrap_err();
         assert_eq!(t.to_vec().unwrap(), [1.0; 64]);
     }
 }
