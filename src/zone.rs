@@ -223,7 +223,11 @@ impl ZoneBuilder {
     /// destination of `copy_from`, a kernel's output) drops the kept bytes
     /// instead of reloading them.
     ///
-    /// Never spilled: arena tensors; a tensor whose binding was taken
+    /// Never spilled: arena tensors; a device tensor made with
+    /// [`crate::Tensor::empty`] until its first use (it holds its range
+    /// unregistered until then, which keeps the allocation fast path
+    /// free of any budget check; the out-of-memory error says how many
+    /// there are); a tensor whose binding was taken
     /// until the zone has next waited for the device (a read back, or
     /// [`Zone::synchronize`]), since a submitted kernel may still use it;
     /// and a shared tensor once [`crate::SharedTensor::binding`] was taken
@@ -1277,6 +1281,19 @@ impl Zone {
             .collect();
         if !holders.is_empty() {
             detail = format!("{detail}; biggest labeled holders: {}", holders.join(", "));
+        }
+        if self.inner.spill {
+            let unused = self
+                .inner
+                .tracking
+                .registry
+                .with_counts(|_, pending| pending);
+            if unused > 0 {
+                detail = format!(
+                    "{detail}; {unused} tensors made with Tensor::empty are not used yet, \
+                     and spill only once used"
+                );
+            }
         }
         let live = s.live_bytes.saturating_sub(in_threads);
         Error::OutOfMemory {

@@ -510,13 +510,25 @@ fn a_shared_kernel_input_can_spill_once_the_kernel_is_done_but_a_bound_one_canno
 }
 
 #[test]
-fn tensors_not_used_yet_spill_too() {
+fn tensors_not_used_yet_spill_once_used_and_the_error_says_so() {
     for zone in budget_zones() {
         let mut ts: Vec<Tensor<u32>> = (0..8)
             .map(|_| Tensor::<u32>::empty(&zone, [LEN], Location::Device).unwrap())
             .collect();
-        // The budget is full of tensors nothing has touched: the ninth
-        // spills one rather than failing.
+        // The budget is full of tensors nothing has touched: they are not
+        // spill candidates yet, and the error says why.
+        let err = Tensor::<u32>::empty(&zone, [LEN], Location::Device).unwrap_err();
+        let Error::OutOfMemory { detail, .. } = &err else {
+            panic!("{err}");
+        };
+        assert!(
+            detail.contains("8 tensors made with Tensor::empty are not used yet"),
+            "{detail}"
+        );
+        // Once used, they spill like any other.
+        for t in &mut ts {
+            t.to_device().unwrap();
+        }
         let mut ninth = Tensor::<u32>::empty(&zone, [LEN], Location::Device).unwrap();
         assert_eq!(zone.stats().spills.calls, 1, "{:?}", zone.backend());
         ninth.write_device(&pattern(9)).unwrap();

@@ -231,14 +231,7 @@ impl<T: Element> Tensor<T> {
                 // counting the tensor along with it. A tracking zone takes
                 // no fast path: its pool registers the tensor (see `adopt`).
                 let range = zone.alloc_device(bytes, Use::owned(true))?;
-                let mut t = Tensor::new_handle(zone, shape, false, Some(range));
-                if zone.inner.spill {
-                    // Under a budget the tensor is a spill candidate from
-                    // the start, not from its first use: the spiller only
-                    // sees entries that hold their range.
-                    t.adopt();
-                }
-                Ok(t)
+                Ok(Tensor::new_handle(zone, shape, false, Some(range)))
             }
         }
     }
