@@ -223,11 +223,7 @@ impl ZoneBuilder {
     /// destination of `copy_from`, a kernel's output) drops the kept bytes
     /// instead of reloading them.
     ///
-    /// Never spilled: arena tensors; a device tensor made with
-    /// [`crate::Tensor::empty`] until its first use (it holds its range
-    /// unregistered until then, which keeps the allocation fast path
-    /// free of any budget check; the out-of-memory error says how many
-    /// there are); a tensor whose binding was taken
+    /// Never spilled: arena tensors; a tensor whose binding was taken
     /// until the zone has next waited for the device (a read back, or
     /// [`Zone::synchronize`]), since a submitted kernel may still use it;
     /// and a shared tensor once [`crate::SharedTensor::binding`] was taken
@@ -678,6 +674,27 @@ impl DeviceRange {
         self.alloc.ticket_key()
     }
 
+    /// A ticket whose registry entry still lacks the tensor's shape (it
+    /// was registered at allocation, where only its dtype and bytes were
+    /// known): the tensor's first use fills it in.
+    pub(crate) fn ticket_to_describe(key: u32) -> DeviceRange {
+        DeviceRange {
+            alloc: PoolAlloc::ticket_to_describe(key),
+        }
+    }
+
+    /// Whether this is a [`DeviceRange::ticket_to_describe`] not yet
+    /// described.
+    #[inline]
+    pub(crate) fn ticket_undescribed(&self) -> bool {
+        self.alloc.ticket_undescribed()
+    }
+
+    /// Marks a ticket's entry as described.
+    pub(crate) fn ticket_described(&mut self) {
+        self.alloc.ticket_described();
+    }
+
     /// Bytes reserved for the range.
     pub(crate) fn size(&self) -> u64 {
         self.alloc.size
@@ -1106,18 +1123,70 @@ impl Zone {
     /// checked `bytes` with `check_fits`.
     #[inline(always)]
     pub(crate) fn alloc_device(&self, bytes: u64, by: Use) -> Result<DeviceRange> {
-        // A range from this thread's cache is already allocated: like any
-        // pool hit it skips the device-lost check, which the first transfer
-        // on it makes.
+        if let Some(range) = self.alloc_local(bytes, by) {
+            return Ok(range);
+        }
+        self.alloc_device_locked(bytes, by)
+    }
+
+    /// A range from this thread's cache, if it has one. It is already
+    /// allocated: like any pool hit it skips the device-lost check, which
+    /// the first transfer on it makes.
+    #[inline(always)]
+    fn alloc_local(&self, bytes: u64, by: Use) -> Option<DeviceRange> {
         if bytes <= self.inner.local_max_range {
             // The alignment is a power of two: round with a mask, not a
             // division (a `div` is tens of cycles on this path).
             let mask = self.inner.info.alignment - 1;
             if let Some(alloc) = local::pop(&self.inner, (bytes + mask) & !mask, by.tensor) {
-                return Ok(DeviceRange { alloc });
+                return Some(DeviceRange { alloc });
             }
         }
-        self.alloc_device_locked(bytes, by)
+        None
+    }
+
+    /// [`Zone::alloc_device`] for a new owned tensor of `dtype` (`bytes`
+    /// of elements). Under a budget the tensor is registered at once, its
+    /// range in the registry and a ticket for the handle, so it is a spill
+    /// candidate before its first use (which fills in its shape). Budget
+    /// zones track, and tracking zones never take the thread cache: that
+    /// work is all on the locked path, and the fast path is
+    /// `alloc_device`'s. (Passing the shape here, by reference, cost the
+    /// fast path a fifth.)
+    #[inline(always)]
+    pub(crate) fn alloc_tensor_device(
+        &self,
+        bytes: u64,
+        dtype: crate::DType,
+    ) -> Result<DeviceRange> {
+        let by = Use::owned(true);
+        if let Some(range) = self.alloc_local(bytes, by) {
+            return Ok(range);
+        }
+        self.alloc_tensor_device_locked(bytes, dtype)
+    }
+
+    #[inline(never)]
+    fn alloc_tensor_device_locked(&self, bytes: u64, dtype: crate::DType) -> Result<DeviceRange> {
+        let range = self.alloc_device_locked(bytes, Use::owned(true))?;
+        if !self.inner.spill {
+            return Ok(range);
+        }
+        // The pending entry the pool made for it, taken over as a tensor's
+        // first use would (past four billion entries: none, untracked).
+        let Some(cell) = self.inner.tracking.registry.adopt(range.place()) else {
+            return Ok(range);
+        };
+        // Until the first use says otherwise: the elements in one line.
+        let numel = bytes.checked_div(dtype.size() as u64).unwrap_or(0) as usize;
+        *cell.meta.shape.lock().unwrap_or_else(|p| p.into_inner()) = (Some(dtype), vec![numel]);
+        cell.meta.bytes.store(bytes, Ordering::Relaxed);
+        let mut dev = cell.dev();
+        dev.range = Some(range);
+        dev.last_use = self.lru_tick();
+        drop(dev);
+        self.leak_check_after_adopt();
+        Ok(DeviceRange::ticket_to_describe(cell.id))
     }
 
     /// `alloc_device` past this thread's cache: the pool, under its lock.
@@ -1281,19 +1350,6 @@ impl Zone {
             .collect();
         if !holders.is_empty() {
             detail = format!("{detail}; biggest labeled holders: {}", holders.join(", "));
-        }
-        if self.inner.spill {
-            let unused = self
-                .inner
-                .tracking
-                .registry
-                .with_counts(|_, pending| pending);
-            if unused > 0 {
-                detail = format!(
-                    "{detail}; {unused} tensors made with Tensor::empty are not used yet, \
-                     and spill only once used"
-                );
-            }
         }
         let live = s.live_bytes.saturating_sub(in_threads);
         Error::OutOfMemory {

@@ -4,7 +4,7 @@
 
 mod common;
 
-use tensorzone::{Error, Event, Location, Tensor, Zone};
+use tensorzone::{DType, Error, Event, Location, Tensor, Zone};
 
 const KIB: u64 = 1024;
 /// One 1 MiB slab is the whole budget.
@@ -510,25 +510,24 @@ fn a_shared_kernel_input_can_spill_once_the_kernel_is_done_but_a_bound_one_canno
 }
 
 #[test]
-fn tensors_not_used_yet_spill_once_used_and_the_error_says_so() {
+fn tensors_not_used_yet_spill_too() {
     for zone in budget_zones() {
+        let dims = [LEN / 256, 256];
         let mut ts: Vec<Tensor<u32>> = (0..8)
-            .map(|_| Tensor::<u32>::empty(&zone, [LEN], Location::Device).unwrap())
+            .map(|_| Tensor::<u32>::empty(&zone, dims, Location::Device).unwrap())
             .collect();
-        // The budget is full of tensors nothing has touched: they are not
-        // spill candidates yet, and the error says why.
-        let err = Tensor::<u32>::empty(&zone, [LEN], Location::Device).unwrap_err();
-        let Error::OutOfMemory { detail, .. } = &err else {
-            panic!("{err}");
-        };
-        assert!(
-            detail.contains("8 tensors made with Tensor::empty are not used yet"),
-            "{detail}"
+        // Registered with their dtype and bytes before any use...
+        let d = zone.stats().by_dtype;
+        let u32s = d.iter().find(|u| u.dtype == DType::U32);
+        assert_eq!(
+            u32s.map(|u| (u.tensors, u.bytes)),
+            Some((8, 8 * LEN as u64 * 4)),
+            "{d:?}"
         );
-        // Once used, they spill like any other.
-        for t in &mut ts {
-            t.to_device().unwrap();
-        }
+        // ...their shape as one line until the first use gives it.
+        assert_eq!(zone.leaks()[0].dims, [LEN]);
+        // The budget is full of tensors nothing has touched: the ninth
+        // spills one rather than failing.
         let mut ninth = Tensor::<u32>::empty(&zone, [LEN], Location::Device).unwrap();
         assert_eq!(zone.stats().spills.calls, 1, "{:?}", zone.backend());
         ninth.write_device(&pattern(9)).unwrap();
@@ -536,6 +535,7 @@ fn tensors_not_used_yet_spill_once_used_and_the_error_says_so() {
             assert_eq!(t.to_vec().unwrap(), vec![0; LEN]);
         }
         assert_eq!(ninth.to_vec().unwrap(), pattern(9));
+        assert_eq!(zone.leaks()[0].dims, dims);
     }
 }
 

@@ -72,6 +72,26 @@ impl PoolAlloc {
         }
     }
 
+    /// A [`PoolAlloc::ticket`] that also says its entry still lacks the
+    /// tensor's shape (a bit above the key).
+    pub(crate) fn ticket_to_describe(key: u32) -> PoolAlloc {
+        let mut t = PoolAlloc::ticket(key);
+        t.offset |= UNDESCRIBED;
+        t
+    }
+
+    /// Whether this is a [`PoolAlloc::ticket_to_describe`] not yet
+    /// described.
+    #[inline]
+    pub(crate) fn ticket_undescribed(&self) -> bool {
+        self.block == TICKET_BLOCK && self.offset & UNDESCRIBED != 0
+    }
+
+    /// Marks a ticket's entry as described.
+    pub(crate) fn ticket_described(&mut self) {
+        self.offset &= !UNDESCRIBED;
+    }
+
     /// The key of a [`PoolAlloc::ticket`].
     #[inline]
     pub(crate) fn ticket_key(&self) -> Option<u32> {
@@ -81,6 +101,9 @@ impl PoolAlloc {
 
 /// The block id of a [`PoolAlloc::ticket`].
 const TICKET_BLOCK: BlockId = BlockId(u32::MAX);
+/// The bit of a ticket's offset, above its key, that marks its entry as
+/// still lacking the tensor's shape.
+const UNDESCRIBED: u64 = 1 << 32;
 
 /// How a [`PoolAlloc`] is returned to the pool.
 #[derive(Debug)]

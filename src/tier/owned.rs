@@ -150,8 +150,29 @@ impl<T: Element> Tensor<T> {
     /// can spill it from now on.
     #[inline]
     fn adopt(&mut self) {
-        if self.track() == 0 && self.zone.inner.tracked {
-            self.adopt_entry();
+        if self.track() == 0 {
+            if self.zone.inner.tracked {
+                self.adopt_entry();
+            }
+        } else if self
+            .device
+            .as_ref()
+            .is_some_and(DeviceRange::ticket_undescribed)
+        {
+            self.describe_entry();
+        }
+    }
+
+    /// Gives a tensor registered at allocation its shape in the registry.
+    #[cold]
+    #[inline(never)]
+    fn describe_entry(&mut self) {
+        if let Some(cell) = self.cell() {
+            *cell.meta.shape.lock().unwrap_or_else(|p| p.into_inner()) =
+                (Some(T::DTYPE), self.shape.dims().to_vec());
+        }
+        if let Some(d) = self.device.as_mut() {
+            d.ticket_described();
         }
     }
 
@@ -230,7 +251,7 @@ impl<T: Element> Tensor<T> {
                 // The hot path of pooled allocation: the range comes first,
                 // counting the tensor along with it. A tracking zone takes
                 // no fast path: its pool registers the tensor (see `adopt`).
-                let range = zone.alloc_device(bytes, Use::owned(true))?;
+                let range = zone.alloc_tensor_device(bytes, T::DTYPE)?;
                 Ok(Tensor::new_handle(zone, shape, false, Some(range)))
             }
         }
@@ -710,6 +731,8 @@ impl<T: Element> Storage<T> for Tensor<T> {
         if self.track() == 0 {
             return self.parts();
         }
+        // A host-only first use describes the entry too.
+        self.adopt();
         Ok(Parts {
             zone: &self.zone,
             host: self.host.as_deref_mut(),
