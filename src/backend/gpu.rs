@@ -819,6 +819,16 @@ mod tests {
         }
     }
 
+    /// A plain storage buffer of `size` bytes.
+    fn storage(g: &GpuBackend, size: u64) -> wgpu::Buffer {
+        g.device.create_buffer(&wgpu::BufferDescriptor {
+            label: None,
+            size,
+            usage: wgpu::BufferUsages::STORAGE,
+            mapped_at_creation: false,
+        })
+    }
+
     const GOOD: &str = "@group(0) @binding(0) var<storage, read_write> a: array<u32>;
 @group(0) @binding(1) var<storage, read> p: array<u32>;
 @compute @workgroup_size(1) fn main() { a[0] = p[0]; }";
@@ -869,12 +879,7 @@ mod tests {
     fn a_batch_that_fails_at_submission_is_reported_by_the_next_call() {
         let Some(g) = backend() else { return };
         let p = g.pipeline("probe", 2, || GOOD.to_string()).unwrap();
-        let buffer = g.device.create_buffer(&wgpu::BufferDescriptor {
-            label: None,
-            size: 256,
-            usage: wgpu::BufferUsages::STORAGE,
-            mapped_at_creation: false,
-        });
+        let buffer = storage(&g, 256);
         let binding = wgpu::BufferBinding {
             buffer: &buffer,
             offset: 0,
@@ -898,12 +903,7 @@ mod tests {
     fn a_binding_wgpu_refuses_is_an_error_and_records_nothing() {
         let Some(g) = backend() else { return };
         let p = g.pipeline("probe", 2, || GOOD.to_string()).unwrap();
-        let buffer = g.device.create_buffer(&wgpu::BufferDescriptor {
-            label: None,
-            size: 1024,
-            usage: wgpu::BufferUsages::STORAGE,
-            mapped_at_creation: false,
-        });
+        let buffer = storage(&g, 1024);
         // An offset off the adapter's storage binding alignment.
         let align = u64::from(g.limits.min_storage_buffer_offset_alignment);
         if align <= 4 {

@@ -206,6 +206,31 @@ impl<T: Element> Tensor<T> {
             .unwrap_or(0)
     }
 
+    /// Gives back what the entry `cell` holds of the device copy: its saved
+    /// bytes, and its range too with `range`; the label counts follow.
+    /// Taken out under the cell's lock, so no spill moves bytes between
+    /// the two counts. `false` if there was nothing to give back.
+    fn release_from_entry(&mut self, cell: &Cell, range: bool) -> bool {
+        let mut dev = cell.dev();
+        if dev.saved.is_none() && !(range && dev.range.is_some()) {
+            return false;
+        }
+        let before = self.held_with(Some(&dev));
+        let taken = if range { dev.range.take() } else { None };
+        let saved = dev.saved.take();
+        let after = self.held_with(Some(&dev));
+        drop(dev);
+        self.zone.release_device_copy(taken, saved, false);
+        self.label_count(
+            HostDevice {
+                host: before.host - after.host,
+                device: before.device - after.device,
+            },
+            false,
+        );
+        true
+    }
+
     /// The registry entry of a tensor in a tracking zone.
     fn cell(&self) -> Option<Arc<Cell>> {
         match self.track() {
@@ -432,21 +457,7 @@ impl<T: Element> Tensor<T> {
             self.state.device_current = false;
             self.state.device_init = false;
             self.bound = None;
-            // Taken out under the cell's lock, so no spill moves bytes
-            // between the two counts.
-            let mut dev = cell.dev();
-            let before = self.held_with(Some(&dev));
-            let (range, saved) = (dev.range.take(), dev.saved.take());
-            let after = self.held_with(Some(&dev));
-            drop(dev);
-            self.zone.release_device_copy(range, saved, false);
-            self.label_count(
-                HostDevice {
-                    host: before.host - after.host,
-                    device: before.device - after.device,
-                },
-                false,
-            );
+            self.release_from_entry(&cell, true);
             return Ok(());
         }
         if self.device.is_some() {
@@ -749,25 +760,10 @@ impl<T: Element> Storage<T> for Tensor<T> {
         let Some(cell) = self.cell() else {
             return;
         };
-        // Taken out under the cell's lock, as in `drop_device_copy`.
-        let mut dev = cell.dev();
-        if dev.saved.is_none() {
-            return;
+        if self.release_from_entry(&cell, false) {
+            self.state.device_init = false;
+            self.bound = None;
         }
-        let before = self.held_with(Some(&dev));
-        let saved = dev.saved.take();
-        let after = self.held_with(Some(&dev));
-        drop(dev);
-        self.state.device_init = false;
-        self.bound = None;
-        self.zone.release_device_copy(None, saved, false);
-        self.label_count(
-            HostDevice {
-                host: before.host - after.host,
-                device: before.device - after.device,
-            },
-            false,
-        );
     }
     fn host_from_spill(&mut self) -> bool {
         let Some(cell) = self.cell() else {
