@@ -9,7 +9,7 @@
 mod common;
 
 use proptest::prelude::*;
-use proptest::test_runner::{TestCaseError, TestRunner};
+use proptest::test_runner::TestCaseError;
 use tensorzone::{ArenaTensor, CopyState, Location, Residency, Tensor, Transfers, Zone};
 
 #[derive(Clone, Debug)]
@@ -201,10 +201,5 @@ fn run_case(zone: &Zone, frames: &[Vec<Op>]) -> Result<(), TestCaseError> {
 
 #[test]
 fn arena_model() {
-    for zone in common::zones() {
-        let mut runner = TestRunner::new(common::proptest_config(&zone, 64, 24));
-        if let Err(e) = runner.run(&frames(), |fr| run_case(&zone, &fr)) {
-            panic!("{:?} backend ({}): {e}", zone.backend(), zone.info());
-        }
-    }
+    common::run_model(64, 24, frames(), |zone, fr| run_case(zone, fr));
 }

@@ -12,8 +12,17 @@ const BUDGET: u64 = 1024 * KIB;
 /// 128 KiB tensors: eight fill the budget.
 const LEN: usize = 32 * 1024;
 
+fn budget() -> tensorzone::ZoneBuilder {
+    Zone::builder().slab_size(BUDGET).device_budget(BUDGET)
+}
+
 fn budget_zones() -> Vec<Zone> {
-    common::zones_with(Zone::builder().slab_size(BUDGET).device_budget(BUDGET))
+    common::zones_with(budget())
+}
+
+/// The GPU zone with the budget, if this machine has an adapter.
+fn gpu_budget_zone() -> Option<Zone> {
+    common::gpu_zone_with(budget())
 }
 
 /// Tensor `i`'s contents: distinct per tensor and element.
@@ -249,8 +258,7 @@ fn shared_tensors_spill_and_reload_too() {
 
 #[test]
 fn a_bound_tensor_waits_for_the_device_before_it_can_spill() {
-    let Some(zone) = common::gpu_zone_with(Zone::builder().slab_size(BUDGET).device_budget(BUDGET))
-    else {
+    let Some(zone) = gpu_budget_zone() else {
         return;
     };
     let mut bound = device_tensor(&zone, 0);
@@ -435,8 +443,7 @@ fn a_zero_budget_or_quota_is_a_typed_error_not_a_panic() {
 /// the input it bound before the failure may still spill.
 #[test]
 fn a_kernel_that_cannot_place_its_output_leaves_its_input_spillable() {
-    let Some(zone) = common::gpu_zone_with(Zone::builder().slab_size(BUDGET).device_budget(BUDGET))
-    else {
+    let Some(zone) = gpu_budget_zone() else {
         return;
     };
     let mut out = device_tensor(&zone, 1);
@@ -471,8 +478,7 @@ fn a_kernel_that_cannot_place_its_output_leaves_its_input_spillable() {
 
 #[test]
 fn a_shared_kernel_input_can_spill_once_the_kernel_is_done_but_a_bound_one_cannot() {
-    let Some(zone) = common::gpu_zone_with(Zone::builder().slab_size(BUDGET).device_budget(BUDGET))
-    else {
+    let Some(zone) = gpu_budget_zone() else {
         return;
     };
     let tensor = LEN as u64 * 4;

@@ -5,7 +5,7 @@
 mod common;
 
 use proptest::prelude::*;
-use proptest::test_runner::{TestCaseError, TestRunner};
+use proptest::test_runner::TestCaseError;
 use tensorzone::{Tensor, Zone};
 
 /// One case: an element count and writes of (offset, length, value).
@@ -76,10 +76,5 @@ fn run_case(zone: &Zone, case: &Case) -> Result<(), TestCaseError> {
 
 #[test]
 fn reused_pinned_buffer_holds_only_what_was_written() {
-    for zone in common::zones() {
-        let mut runner = TestRunner::new(common::proptest_config(&zone, 96, 32));
-        if let Err(e) = runner.run(&pinned_cases(), |c| run_case(&zone, &c)) {
-            panic!("{:?} backend ({}): {e}", zone.backend(), zone.info());
-        }
-    }
+    common::run_model(96, 32, pinned_cases(), run_case);
 }

@@ -150,6 +150,23 @@ pub fn proptest_config(zone: &Zone, cpu: u32, gpu: u32) -> proptest::test_runner
     config
 }
 
+/// Runs a model test on every zone this machine offers: `cpu` or `gpu`
+/// random cases of `strategy` each, checked by `case`; a failure names
+/// the backend.
+pub fn run_model<S: proptest::strategy::Strategy>(
+    cpu: u32,
+    gpu: u32,
+    strategy: S,
+    case: impl Fn(&Zone, &S::Value) -> Result<(), proptest::test_runner::TestCaseError>,
+) {
+    for zone in zones() {
+        let mut runner = proptest::test_runner::TestRunner::new(proptest_config(&zone, cpu, gpu));
+        if let Err(e) = runner.run(&strategy, |v| case(&zone, &v)) {
+            panic!("{:?} backend ({}): {e}", zone.backend(), zone.info());
+        }
+    }
+}
+
 /// Proptest cases for `zone`: `PROPTEST_CASES` when set, else `cpu` or
 /// `gpu` by backend.
 pub fn proptest_cases(zone: &Zone, cpu: u32, gpu: u32) -> u32 {
