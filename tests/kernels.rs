@@ -269,6 +269,51 @@ fn casts_match_the_reference() {
     }
 }
 
+/// NaN, infinities, signed zeros and the edges of the half range: the
+/// device casts give the CPU's bits (NaN stays NaN with its sign; a
+/// compiler that assumes no NaN must not fold the test away).
+#[test]
+fn casts_keep_special_values() {
+    let floats: Vec<f32> = [
+        0x7fc0_0000u32, // NaN
+        0xffc0_0000,    // -NaN
+        0x7f80_0001,    // a signalling NaN
+        0xffc1_2345,    // -NaN with a payload
+        0x7f80_0000,    // inf
+        0xff80_0000,    // -inf
+        0x8000_0000,    // -0
+        0x0000_0000,
+        0x3f80_0000, // 1
+        0x7f7f_ffff, // the largest f32
+    ]
+    .iter()
+    .map(|&b| f32::from_bits(b))
+    .chain([65504.0, 65519.99, 65520.0, -70000.0, 0.5, 1.0 / 255.0])
+    .collect();
+    let n = floats.len();
+    for zone in common::zones() {
+        let k = zone.kernels();
+        let what = format!("{:?}", zone.backend());
+        let mut tf = dev(&zone, &[n], &floats);
+        let mut th = out::<f16>(&zone, &[n]);
+        k.f32_to_f16(&mut tf, &mut th).unwrap();
+        let mut want = vec![f16::ZERO; n];
+        reference::f32_to_f16(&floats, &mut want);
+        let bits = |v: Vec<f16>| v.iter().map(|h| h.to_bits()).collect::<Vec<_>>();
+        let got = bits(th.to_vec().unwrap());
+        assert_eq!(got, bits(want), "f32_to_f16 {what} of {floats:?}");
+        assert_eq!(&got[..6], [0x7e00, 0xfe00, 0x7e00, 0xfe09, 0x7c00, 0xfc00]);
+
+        let mut tb = out::<u8>(&zone, &[n]);
+        k.f32_to_u8(&mut tf, &mut tb).unwrap();
+        let mut want = vec![0u8; n];
+        reference::f32_to_u8(&floats, &mut want);
+        let got = tb.to_vec().unwrap();
+        assert_eq!(got, want, "f32_to_u8 {what} of {floats:?}");
+        assert_eq!(&got[..10], [0, 0, 0, 0, 255, 0, 0, 0, 255, 255]);
+    }
+}
+
 #[test]
 fn matmul_matches_the_reference() {
     let mut rng = Rng(5);

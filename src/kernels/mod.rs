@@ -146,7 +146,8 @@ const F32_TO_U8: (&str, &str, &str) = (
     for (var k = 0u; k < 4u; k = k + 1u) {
         let e = i * 4u + k;
         if (e < len) {
-            let v = u32(clamp(round(src[e] * 255.0), 0.0, 255.0));
+            let f = src[e];
+            let v = select(u32(clamp(round(f * 255.0), 0.0, 255.0)), 0u, is_nan(f));
             w = w | (v << (k * 8u));
         }
     }
