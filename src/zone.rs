@@ -8,7 +8,7 @@ use crate::backend::gpu::{GpuBackend, MAP_FAILED, MAP_READY};
 use crate::backend::{cpu::CpuBackend, Backend, CreateError, DeviceBlock, StagingBlock};
 use crate::error::{Error, Result};
 use crate::local::{self, LocalCounters};
-use crate::pool::{BlockId, DevicePool, DevicePoolConfig, PoolAlloc, StagingPool};
+use crate::pool::{BlockId, BlockPlan, DevicePool, DevicePoolConfig, PoolAlloc, StagingPool};
 use crate::stats::{Counters, ZoneStats};
 use crate::trace::{Event, Tier};
 
@@ -44,6 +44,13 @@ const DEFAULT_SLAB_SIZE: u64 = 32 << 20;
 const DEFAULT_STAGING_IDLE_LIMIT: u64 = 256 << 20;
 const STAGING_MIN_SIZE: u64 = 64 << 10;
 const MAX_SLAB_SIZE: u64 = 1 << 30;
+
+/// The largest power of two at most a quarter of `limit`, and no smaller
+/// than the smallest slab: the slab size a limit allows.
+fn quarter_pow2(limit: u64) -> u64 {
+    let quarter = (limit / 4).max(STAGING_MIN_SIZE);
+    1 << quarter.ilog2()
+}
 /// Most bytes one thread's range cache (magazine) may hold per zone.
 const MAGAZINE_MAX_BYTES: u64 = 4 << 20;
 /// Idle staging buffers not reused within this many acquisitions are
@@ -157,7 +164,9 @@ impl fmt::Display for BackendInfo {
 pub struct ZoneBuilder {
     choice: BackendChoice,
     label: String,
-    slab_size: u64,
+    /// `None`: the default, `DEFAULT_SLAB_SIZE` or a quarter of the
+    /// limit.
+    slab_size: Option<u64>,
     limit: Option<u64>,
     staging_idle_limit: u64,
     power: wgpu::PowerPreference,
@@ -171,7 +180,7 @@ impl Default for ZoneBuilder {
         ZoneBuilder {
             choice: BackendChoice::Auto,
             label: "tensorzone".into(),
-            slab_size: DEFAULT_SLAB_SIZE,
+            slab_size: None,
             limit: None,
             staging_idle_limit: DEFAULT_STAGING_IDLE_LIMIT,
             power: wgpu::PowerPreference::HighPerformance,
@@ -194,12 +203,15 @@ impl ZoneBuilder {
         self
     }
 
-    /// Size of the device slabs small tensors are carved from (default
-    /// 32 MiB; clamped to [64 KiB, 1 GiB], then to the adapter's
-    /// `max_buffer_size`). Requests over a quarter of it get a dedicated
-    /// buffer.
+    /// Size of the device slabs small tensors are carved from, clamped to
+    /// [64 KiB, 1 GiB], then to the adapter's `max_buffer_size`. The
+    /// default is 32 MiB, or under a [`ZoneBuilder::device_memory_limit`]
+    /// or [`ZoneBuilder::device_budget`] a quarter of it if less (a power
+    /// of two, at least 64 KiB). Requests over a quarter of the slab size
+    /// get a dedicated buffer. Near the limit, a new slab that would not
+    /// fit is halved until it does (while it holds the request).
     pub fn slab_size(mut self, bytes: u64) -> Self {
-        self.slab_size = bytes.clamp(STAGING_MIN_SIZE, MAX_SLAB_SIZE);
+        self.slab_size = Some(bytes.clamp(STAGING_MIN_SIZE, MAX_SLAB_SIZE));
         self
     }
 
@@ -353,7 +365,15 @@ impl ZoneBuilder {
                 fallback_reason: None,
             },
         };
-        let slab_size = self.slab_size.min(info.max_buffer_size);
+        // Under a limit, a default slab takes at most a quarter of it, so
+        // one small tensor does not reserve the whole limit for its slab
+        // and leave no room for a large tensor's own block.
+        let slab_size = match (self.slab_size, self.limit) {
+            (Some(bytes), _) => bytes,
+            (None, Some(limit)) => DEFAULT_SLAB_SIZE.min(quarter_pow2(limit)),
+            (None, None) => DEFAULT_SLAB_SIZE,
+        }
+        .min(info.max_buffer_size);
         let state = State {
             device: DevicePool::new(DevicePoolConfig {
                 alignment: info.alignment,
@@ -1266,9 +1286,7 @@ impl Zone {
                 return Ok(DeviceRange { alloc });
             }
         }
-        let mut plan = st.device.plan(bytes);
-        // Size classes round up; never past what one buffer can hold.
-        plan.size = plan.size.min(self.max_block()).max(bytes);
+        let mut plan = self.block_plan(st, bytes, u64::MAX);
         if let Some(limit) = self.inner.limit {
             if st.device.stats().reserved_bytes + plan.size > limit {
                 self.release_cached_device(st);
@@ -1277,6 +1295,7 @@ impl Zone {
                     return Ok(DeviceRange { alloc });
                 }
                 let reserved = st.device.stats().reserved_bytes;
+                plan = self.block_plan(st, bytes, limit.saturating_sub(reserved));
                 if reserved + plan.size > limit {
                     return Err(self.oom(st, plan.size, "the zone's device memory limit".into()));
                 }
@@ -1319,6 +1338,15 @@ impl Zone {
         let (id, alloc) = st.device.add_block(plan, bytes);
         put(&mut st.blocks, id, block);
         Ok(DeviceRange { alloc })
+    }
+
+    /// The block to create for `bytes` with `room` bytes left under the
+    /// zone's limit (a smaller slab where a whole one would not fit).
+    fn block_plan(&self, st: &State, bytes: u64, room: u64) -> BlockPlan {
+        let mut plan = st.device.plan_within(bytes, room);
+        // Size classes round up; never past what one buffer can hold.
+        plan.size = plan.size.min(self.max_block()).max(bytes);
+        plan
     }
 
     fn release_cached_device(&self, st: &mut State) {
@@ -1397,10 +1425,10 @@ impl Zone {
         let Some(limit) = self.inner.limit else {
             return true;
         };
-        let plan = st.device.plan(bytes);
-        let size = plan.size.min(self.max_block()).max(bytes);
         let s = st.device.stats();
-        s.reserved_bytes - st.device.releasable_bytes() + size <= limit
+        let kept = s.reserved_bytes - st.device.releasable_bytes();
+        let size = self.block_plan(st, bytes, limit.saturating_sub(kept)).size;
+        kept + size <= limit
     }
 
     /// The largest device allocation [`Zone::can_allocate`] accepts now.

@@ -496,6 +496,46 @@ fn over_max_buffer_size_is_too_large() {
     }
 }
 
+/// A limit below the default slab size: the slab shrinks to a quarter
+/// of the limit, so small tensors fit beside a large one; and near the
+/// limit a new slab is halved until it fits rather than failing.
+#[test]
+fn a_limit_below_the_slab_size_still_takes_small_tensors() {
+    const MIB: u64 = 1 << 20;
+    for zone in common::zones_with(Zone::builder().device_memory_limit(16 * MIB)) {
+        let b = zone.backend();
+        assert!(zone.can_allocate(16), "{b:?}");
+        let mut small = Tensor::from_slice(&zone, [4], &[1.0f32, 2.0, 3.0, 4.0], Location::Device)
+            .unwrap_or_else(|e| panic!("{b:?}: a 16-byte tensor under a 16 MiB limit: {e}"));
+        assert_eq!(
+            zone.stats().device_reserved_bytes,
+            4 * MIB,
+            "{b:?}: a quarter-limit slab"
+        );
+        // 12 MiB of its own beside the slab: 16 MiB in all.
+        let big = Tensor::<u8>::zeros(&zone, [12 << 20], Location::Device).unwrap();
+        assert_eq!(zone.stats().device_reserved_bytes, 16 * MIB, "{b:?}");
+        assert_eq!(small.to_vec().unwrap(), [1.0, 2.0, 3.0, 4.0], "{b:?}");
+        drop(big);
+        zone.trim();
+
+        // The slab and 10 MiB of dedicated blocks leave 2 MiB: once the
+        // slab is full, the next small tensor's slab is halved to fit.
+        let blocks: Vec<_> = (0..5)
+            .map(|_| Tensor::<u8>::empty(&zone, [2 << 20], Location::Device).unwrap())
+            .collect();
+        assert_eq!(zone.stats().device_reserved_bytes, 14 * MIB, "{b:?}");
+        let fill: Vec<_> = (0..)
+            .map_while(|_| Tensor::<u8>::empty(&zone, [4096], Location::Device).ok())
+            .take(2000)
+            .collect();
+        // 1023 beside `small` in the 4 MiB slab, 512 in a 2 MiB one.
+        assert_eq!(fill.len(), 1535, "{b:?}");
+        assert_eq!(zone.stats().device_reserved_bytes, 16 * MIB, "{b:?}");
+        drop((blocks, fill));
+    }
+}
+
 #[test]
 fn device_memory_limit_is_out_of_memory() {
     const LIMIT: u64 = 1 << 20;

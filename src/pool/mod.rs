@@ -19,7 +19,7 @@ pub(crate) mod slab;
 pub(crate) mod staging;
 
 pub(crate) use magazine::Magazine;
-pub(crate) use slab::{DevicePool, DevicePoolConfig, PoolAlloc};
+pub(crate) use slab::{BlockPlan, DevicePool, DevicePoolConfig, PoolAlloc};
 pub(crate) use staging::StagingPool;
 
 /// Index of a backend block (a wgpu buffer or a CPU block) in the zone's block table.

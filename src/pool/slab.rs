@@ -391,6 +391,30 @@ impl DevicePool {
         }
     }
 
+    /// [`DevicePool::plan`] for a zone with `room` bytes left under its
+    /// limit: a slab that would not fit is halved until it does, as long
+    /// as it still holds `bytes`, so a small request near the limit (or
+    /// under a limit below the slab size) gets a smaller slab rather than
+    /// failing. Dedicated plans are left as they are.
+    pub(crate) fn plan_within(&self, bytes: u64, room: u64) -> BlockPlan {
+        let mut plan = self.plan(bytes);
+        if plan.dedicated {
+            return plan;
+        }
+        let need = self
+            .units_for(bytes)
+            .map_or(u64::MAX, |u| u64::from(u) << self.shift);
+        while plan.size > room {
+            let half = plan.size / 2;
+            // Whole units only: a slab counts in them.
+            if half < need || half & (self.align - 1) != 0 {
+                break;
+            }
+            plan.size = half;
+        }
+        plan
+    }
+
     /// Register a block the zone just created from `plan` and carve `bytes` from it (cannot fail for a plan made for `bytes`).
     /// Returns the new block's id (ids of removed blocks may be reused) and the allocation.
     ///
@@ -735,6 +759,26 @@ mod tests {
             alignment,
             slab_size,
         })
+    }
+
+    #[test]
+    fn plan_within_halves_a_slab_to_the_room_but_not_below_the_request() {
+        let p = pool(256, 32 * MIB);
+        let plan = |bytes, room| {
+            let b = p.plan_within(bytes, room);
+            (b.size, b.dedicated)
+        };
+        assert_eq!(plan(16, u64::MAX), (32 * MIB, false));
+        assert_eq!(plan(16, 32 * MIB), (32 * MIB, false));
+        assert_eq!(plan(16, 20 * MIB), (16 * MIB, false));
+        assert_eq!(plan(16, 300), (256, false));
+        // No room for even the request: the smallest slab that holds it,
+        // for the caller to refuse.
+        assert_eq!(plan(16, 0), (256, false));
+        assert_eq!(plan(1000, 0), (1024, false));
+        assert_eq!(plan(3 * MIB, 5 * MIB), (4 * MIB, false));
+        // A dedicated plan is the request's class, room or not.
+        assert_eq!(plan(20 * MIB, MIB), (p.plan(20 * MIB).size, true));
     }
 
     /// Allocate through the pool as the zone does; record block sizes.
