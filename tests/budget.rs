@@ -578,3 +578,20 @@ fn a_host_write_to_a_spilled_tensor_drops_its_saved_bytes() {
         assert_eq!(t.owned.host, s.host_live_bytes, "{s}");
     }
 }
+
+/// `make_mut` on a shared tensor that no binding pinned leaves it free to
+/// spill at once: it used to mark it bound until the zone next waited.
+#[test]
+fn make_mut_on_an_unbound_shared_tensor_leaves_it_spillable() {
+    for zone in budget_zones() {
+        let b = zone.backend();
+        let t = Tensor::<f32>::full(&zone, [100_000], 1.0, Location::Device).unwrap();
+        let mut s = t.into_shared();
+        s.make_mut().unwrap().drop_host_copy().unwrap();
+        let big = Tensor::<f32>::zeros(&zone, [150_000], Location::Device)
+            .unwrap_or_else(|e| panic!("{b:?}: the shared tensor should have spilled: {e}"));
+        assert_eq!(zone.stats().spills.calls, 1, "{b:?}");
+        drop(big);
+        assert!(s.to_vec().unwrap().iter().all(|&x| x == 1.0), "{b:?}");
+    }
+}

@@ -534,13 +534,17 @@ impl<T: Element> Tensor<T> {
         }
     }
 
-    /// Lets a tensor whose binding a shared handle pinned be spilled again
-    /// once the zone next waits for the device (it leaves the shared tier
-    /// through `make_mut`, whose buffer cache goes with it).
+    /// Lets a tensor whose binding a shared handle pinned for good be
+    /// spilled again once the zone next waits for the device (it leaves
+    /// the shared tier through `make_mut`, whose buffer cache goes with
+    /// it). A tensor no handle pinned keeps its mark, so one never bound
+    /// stays free to spill at once.
     pub(crate) fn unpin_shared_binding(&self) {
         if let Some(c) = self.cell() {
-            let mark = self.zone.inner.tracking.registry.binding_mark();
-            c.dev().bound_at = Some(mark);
+            let mut dev = c.dev();
+            if dev.bound_at == Some(u64::MAX) {
+                dev.bound_at = Some(self.zone.inner.tracking.registry.binding_mark());
+            }
         }
     }
 
