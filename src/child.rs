@@ -157,20 +157,38 @@ impl Zone {
         while let Some(c) = &zone.inner.child {
             if let Some(quota) = c.quota {
                 held.push(c.quota_lock.lock().unwrap_or_else(|e| e.into_inner()));
-                let t = zone.totals();
-                let used = t.host_live + t.device_live;
-                if used.saturating_add(bytes) > quota {
-                    return Err(Error::QuotaExceeded {
-                        zone: zone.inner.label.clone(),
-                        quota,
-                        used,
-                        requested: bytes,
-                    });
-                }
+                zone.within_quota(quota, bytes)?;
             }
             zone = &c.parent;
         }
         Ok(QuotaGuard { _held: held })
+    }
+
+    /// [`Zone::check_quota`] again for the `bytes` a range really took
+    /// (the pool rounds a request up), under the guard it returned.
+    pub(crate) fn recheck_quota(&self, bytes: u64, _guard: &QuotaGuard<'_>) -> Result<()> {
+        let mut zone = self;
+        while let Some(c) = &zone.inner.child {
+            if let Some(quota) = c.quota {
+                zone.within_quota(quota, bytes)?;
+            }
+            zone = &c.parent;
+        }
+        Ok(())
+    }
+
+    fn within_quota(&self, quota: u64, bytes: u64) -> Result<()> {
+        let t = self.totals();
+        let used = t.host_live + t.device_live;
+        if used.saturating_add(bytes) > quota {
+            return Err(Error::QuotaExceeded {
+                zone: self.inner.label.clone(),
+                quota,
+                used,
+                requested: bytes,
+            });
+        }
+        Ok(())
     }
 
     /// Counts a child zone's device range (its pool's live bytes are the

@@ -1217,12 +1217,12 @@ impl Zone {
     /// is recorded without a check on the cached path.
     fn alloc_device_locked(&self, bytes: u64, by: Use) -> Result<DeviceRange> {
         // Held until the range is counted (see `check_quota`).
-        let _quota = match self.inner.child {
+        let quota = match self.inner.child {
             Some(_) => Some(self.check_quota(bytes)?),
             None => None,
         };
         loop {
-            match self.alloc_device_pool(bytes, by) {
+            match self.alloc_device_pool(bytes, by, quota.as_ref()) {
                 Err(e @ Error::OutOfMemory { .. }) if self.inner.spill => {
                     if !self.spill_one()? {
                         return Err(e);
@@ -1237,8 +1237,14 @@ impl Zone {
         }
     }
 
-    /// One try at the pool for `alloc_device_locked`.
-    fn alloc_device_pool(&self, bytes: u64, by: Use) -> Result<DeviceRange> {
+    /// One try at the pool for `alloc_device_locked`; a child zone's
+    /// range must fit its quotas (held by `quota`) as rounded.
+    fn alloc_device_pool(
+        &self,
+        bytes: u64,
+        by: Use,
+        quota: Option<&crate::child::QuotaGuard<'_>>,
+    ) -> Result<DeviceRange> {
         let stale = local::take_stale(&self.inner);
         self.inner.backend.check_alive()?;
         let mut st = self.lock();
@@ -1249,15 +1255,23 @@ impl Zone {
             Some(alloc) => DeviceRange { alloc },
             None => self.alloc_device_slow(&mut st, bytes)?,
         };
+        let size = range.size();
         if self.inner.child.is_some() {
+            drop(st);
+            if let Some(guard) = quota {
+                if let Err(e) = self.recheck_quota(size, guard) {
+                    // Rounded up past a quota: back unused, nothing counted.
+                    self.lock().device.free(range.alloc);
+                    return Err(e);
+                }
+            }
             // A child counts its own; its parent sums them in.
             let c = &self.inner.counters.tensors_created;
             c.fetch_add(u64::from(by.tensor), Ordering::Relaxed);
         } else {
             st.tensors_created += u64::from(by.tensor);
+            drop(st);
         }
-        let size = range.size();
-        drop(st);
         self.trace(|| Event::Alloc {
             tier: by.tier,
             location: crate::residency::Location::Device,

@@ -176,3 +176,35 @@ fn racing_allocations_never_go_past_a_quota() {
         }
     }
 }
+
+/// The pool rounds a request up (a size class, a reused cached block):
+/// the quota holds for the bytes the range really takes.
+#[test]
+fn a_quota_counts_the_rounded_range_not_the_request() {
+    const MIB: u64 = 1 << 20;
+    for zone in common::zones() {
+        let b = zone.backend();
+        let child = zone.child_with_quota("q", 9 * MIB);
+        let r = Tensor::<u8>::zeros(&child, [(8 << 20) + 4], Location::Device);
+        match r {
+            Err(Error::QuotaExceeded {
+                quota, requested, ..
+            }) => {
+                assert_eq!(quota, 9 * MIB, "{b:?}");
+                assert!(requested > 9 * MIB, "{b:?}: {requested}");
+            }
+            other => panic!("{b:?}: {other:?}"),
+        }
+        let s = child.stats();
+        assert_eq!(
+            (s.device_live_bytes, s.tensors_live, s.tensors_created),
+            (0, 0, 0),
+            "{b:?}"
+        );
+        // What fits as rounded is allowed, up to the quota.
+        let t = Tensor::<u8>::zeros(&child, [8 << 20], Location::Device).unwrap();
+        assert!(child.stats().device_live_bytes <= 9 * MIB, "{b:?}");
+        assert_eq!(child.stats().tensors_created, 1, "{b:?}");
+        drop(t);
+    }
+}
