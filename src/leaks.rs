@@ -98,14 +98,30 @@ impl Zone {
         // not have built yet (it takes its handle after its entry). Such a
         // tensor would pass for a user's handle, so with any pending the
         // report waits for a tensor to take its entry over.
-        let verdict = tracking.registry.with_counts(|live, pending| {
-            if live == 0 || Arc::strong_count(&self.inner) != live + extra {
-                None
-            } else {
-                Some(pending == 0)
+        let verdict = || {
+            tracking.registry.with_counts(|live, pending| {
+                let handles = Arc::strong_count(&self.inner);
+                if live == 0 || handles < live + extra {
+                    None
+                } else if handles > live + extra {
+                    Some(Err(()))
+                } else {
+                    Some(Ok(pending == 0))
+                }
+            })
+        };
+        let returned = crate::local::returned();
+        let verdict = match verdict() {
+            // More handles than tensors: a user's, or for a moment an
+            // exiting thread's, whose range cache gives its ranges back
+            // through one. If one was, wait for those and count again.
+            Some(Err(())) if crate::local::returning() || crate::local::returned() != returned => {
+                crate::local::wait_returned();
+                verdict()
             }
-        });
-        match verdict {
+            v => v,
+        };
+        match verdict.and_then(|v| v.ok()) {
             None => {}
             Some(false) => tracking.leak_check_waits.store(true, Ordering::Release),
             // Once per zone.

@@ -9,8 +9,8 @@
 
 use std::cell::RefCell;
 use std::sync::atomic::{
-    AtomicU64,
-    Ordering::{Acquire, Relaxed},
+    AtomicU64, AtomicUsize,
+    Ordering::{Acquire, Relaxed, SeqCst},
 };
 use std::sync::{Arc, Weak};
 
@@ -61,9 +61,43 @@ impl Drop for Entry {
         if self.zone.strong_count() == 0 {
             return;
         }
+        // Counted before the handle exists and after it is gone, so a leak
+        // check that sees one handle too many knows to wait.
+        RETURNING.fetch_add(1, SeqCst);
         if let Some(zone) = self.zone.upgrade() {
             zone.absorb_local(self.mag.drain(), &self.counters);
         }
+        RETURNED.fetch_add(1, SeqCst);
+        RETURNING.fetch_sub(1, SeqCst);
+    }
+}
+
+/// Magazines of exiting threads being given back, each through a zone
+/// handle of its own meanwhile (any zone: it is rare and short).
+static RETURNING: AtomicUsize = AtomicUsize::new(0);
+/// Magazines given back so far: a check that read a zone's handle count
+/// while one was, and found none being given back after, sees this move.
+static RETURNED: AtomicU64 = AtomicU64::new(0);
+
+/// How many exiting threads' magazines have been given back so far.
+pub(crate) fn returned() -> u64 {
+    RETURNED.load(SeqCst)
+}
+
+/// Longest a leak check waits for exiting threads' magazines.
+const RETURN_WAIT: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Whether an exiting thread is giving its magazine back now.
+pub(crate) fn returning() -> bool {
+    RETURNING.load(SeqCst) > 0
+}
+
+/// Waits until no exiting thread is giving a magazine back (at most
+/// `RETURN_WAIT`: the caller may hold a lock one needs).
+pub(crate) fn wait_returned() {
+    let start = std::time::Instant::now();
+    while returning() && start.elapsed() < RETURN_WAIT {
+        std::thread::yield_now();
     }
 }
 

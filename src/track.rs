@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::dtype::DType;
 use crate::stats::HostDevice;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use crate::zone::{DevicePlace, DeviceRange};
 
@@ -190,6 +190,10 @@ struct Entries {
     /// Entries the pool made for new device tensors, by their range, until
     /// each tensor takes its entry over on first use (see `add_pending`).
     pending: HashMap<DevicePlace, u32>,
+    /// Entries registered with their tensor's range at allocation, whose
+    /// tensor may not have its zone handle yet: counted as pending until
+    /// its first use (see [`Registry::adopt_awaiting`]).
+    awaiting: HashSet<u32>,
 }
 
 /// The zone's tracked entries.
@@ -266,7 +270,7 @@ impl Registry {
     /// that every change to them takes.
     pub(crate) fn with_counts<R>(&self, f: impl FnOnce(usize, usize) -> R) -> R {
         let e = self.entries();
-        f(e.live, e.pending.len())
+        f(e.live, e.pending.len() + e.awaiting.len())
     }
 
     /// The pending entry of the tensor whose range is at `place`.
@@ -274,6 +278,23 @@ impl Registry {
         let mut e = self.entries();
         let id = e.pending.remove(&place)?;
         e.slots.get(id as usize - 1)?.clone()
+    }
+
+    /// [`Registry::adopt`] for a tensor that does not hold its zone handle
+    /// yet: the entry still counts as pending, so a leak check meanwhile
+    /// waits, until [`Registry::handle_taken`].
+    pub(crate) fn adopt_awaiting(&self, place: DevicePlace) -> Option<Arc<Cell>> {
+        let mut e = self.entries();
+        let id = e.pending.remove(&place)?;
+        let cell = e.slots.get(id as usize - 1)?.clone()?;
+        e.awaiting.insert(id);
+        Some(cell)
+    }
+
+    /// Ends an [`Registry::adopt_awaiting`] wait: entry `id`'s tensor
+    /// holds its zone handle.
+    pub(crate) fn handle_taken(&self, id: u32) {
+        self.entries().awaiting.remove(&id);
     }
 
     /// Removes the pending entry of a tensor dropped before its first use.
@@ -297,6 +318,9 @@ impl Registry {
         let cell = e.slots.get_mut(index)?.take()?;
         e.free.push(index);
         e.live -= 1;
+        if !e.awaiting.is_empty() {
+            e.awaiting.remove(&id);
+        }
         Some(cell)
     }
 

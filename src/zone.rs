@@ -1166,10 +1166,12 @@ impl Zone {
     }
 
     /// [`Zone::alloc_device`] for a new owned tensor of `dtype` (`bytes`
-    /// of elements). Under a budget the tensor is registered at once, its
-    /// range in the registry and a ticket for the handle, so it is a spill
-    /// candidate before its first use (which fills in its shape). Budget
-    /// zones track, and tracking zones never take the thread cache: that
+    /// of elements). In a tracking zone the tensor is registered at once,
+    /// its range in the registry and a ticket for the handle: its dtype and
+    /// bytes are in the leak report and breakdowns, and under a budget it
+    /// is a spill candidate, before its first use (which fills in its
+    /// shape; until then it is one line of elements). Budget zones track,
+    /// and tracking zones never take the thread cache: that
     /// work is all on the locked path, and the fast path is
     /// `alloc_device`'s. (Passing the shape here, by reference, cost the
     /// fast path a fifth.)
@@ -1189,12 +1191,15 @@ impl Zone {
     #[inline(never)]
     fn alloc_tensor_device_locked(&self, bytes: u64, dtype: crate::DType) -> Result<DeviceRange> {
         let range = self.alloc_device_locked(bytes, Use::owned(true))?;
-        if !self.inner.spill {
+        if !self.inner.tracked {
             return Ok(range);
         }
         // The pending entry the pool made for it, taken over as a tensor's
         // first use would (past four billion entries: none, untracked).
-        let Some(cell) = self.inner.tracking.registry.adopt(range.place()) else {
+        // The tensor has no zone handle yet: until its first use a leak
+        // check counts the entry as pending and waits.
+        let registry = &self.inner.tracking.registry;
+        let Some(cell) = registry.adopt_awaiting(range.place()) else {
             return Ok(range);
         };
         // Until the first use says otherwise: the elements in one line.
@@ -1205,7 +1210,6 @@ impl Zone {
         dev.range = Some(range);
         dev.last_use = self.lru_tick();
         drop(dev);
-        self.leak_check_after_adopt();
         Ok(DeviceRange::ticket_to_describe(cell.id))
     }
 

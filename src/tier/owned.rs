@@ -163,17 +163,20 @@ impl<T: Element> Tensor<T> {
         }
     }
 
-    /// Gives a tensor registered at allocation its shape in the registry.
+    /// Gives a tensor registered at allocation its shape in the registry,
+    /// and ends the leak check's wait for its handle (which it holds).
     #[cold]
     #[inline(never)]
     fn describe_entry(&mut self) {
         if let Some(cell) = self.cell() {
             *cell.meta.shape.lock().unwrap_or_else(|p| p.into_inner()) =
                 (Some(T::DTYPE), self.shape.dims().to_vec());
+            self.zone.inner.tracking.registry.handle_taken(cell.id);
         }
         if let Some(d) = self.device.as_mut() {
             d.ticket_described();
         }
+        self.zone.leak_check_after_adopt();
     }
 
     #[cold]
