@@ -922,3 +922,20 @@ fn error_messages_carry_their_figures() {
         let _: &dyn std::error::Error = &e;
     }
 }
+
+/// A copy wgpu refuses at submission (here: its source buffer destroyed
+/// through a binding) is a typed error, and nothing is counted as moved.
+#[test]
+fn a_copy_the_device_refuses_is_an_error_and_counts_nothing() {
+    let Some(zone) = common::gpu_zone_with(Zone::builder()) else {
+        return;
+    };
+    let mut a = Tensor::from_slice(&zone, [4], &[1u32, 2, 3, 4], Location::Device).unwrap();
+    let mut b = Tensor::<u32>::zeros(&zone, [4], Location::Device).unwrap();
+    a.binding().unwrap().buffer.destroy();
+    let before = zone.stats().device_to_device;
+    let err = b.copy_from(&mut a).unwrap_err();
+    assert!(matches!(err, Error::Backend { .. }), "{err}");
+    assert!(err.to_string().contains("copy refused"), "{err}");
+    assert_eq!(zone.stats().device_to_device, before);
+}

@@ -318,16 +318,16 @@ impl GpuBackend {
         let Some(enc) = batch.encoder.take() else {
             return;
         };
+        // The kernels already returned: an error wgpu finds now (in
+        // encoding or at submission) is kept for the next call to report,
+        // rather than lost to the uncaptured-error handler.
+        let invalid = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
         if let Some(pbuf) = &batch.params_buffer {
             // Applied at the start of this submission: after the batches
             // before it, which read the same slots, have run.
             self.queue.write_buffer(pbuf, 0, &batch.params);
         }
         batch.params.clear();
-        // The kernels already returned: an error wgpu finds now (in
-        // encoding or at submission) is kept for the next call to report,
-        // rather than lost to the uncaptured-error handler.
-        let invalid = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
         self.queue.submit([enc.finish()]);
         if let Some(e) = pollster::block_on(invalid.pop()) {
             let mut held = self.batch_error.lock().unwrap_or_else(|p| p.into_inner());
@@ -519,10 +519,20 @@ impl GpuBackend {
         Ok(buffer)
     }
 
+    /// Submits a copy or clear. One wgpu refuses (a buffer destroyed
+    /// through a binding, say) is an error, not bytes counted as moved
+    /// and a message on the uncaptured-error handler.
     fn submit(&self, encoder: wgpu::CommandEncoder) -> Result<wgpu::SubmissionIndex> {
         self.check_alive()?;
         self.flush_kernels();
-        Ok(self.queue.submit([encoder.finish()]))
+        let invalid = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let index = self.queue.submit([encoder.finish()]);
+        match pollster::block_on(invalid.pop()) {
+            Some(e) => Err(Error::Backend {
+                detail: format!("copy refused: {e}"),
+            }),
+            None => Ok(index),
+        }
     }
 
     fn encoder(&self) -> wgpu::CommandEncoder {
