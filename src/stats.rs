@@ -266,15 +266,20 @@ impl std::ops::Sub<&ZoneStats> for &ZoneStats {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ZoneStats {
-    /// Tensors alive now.
+    /// Owned and shared tensors alive now. Arena tensors are not counted
+    /// one by one (that would cost their allocation its speed): their
+    /// bytes are in [`ZoneStats::tiers`]`.arena`.
     pub tensors_live: u64,
-    /// Tensors created since the zone started.
+    /// Owned and shared tensors created since the zone started (arena
+    /// tensors not counted).
     pub tensors_created: u64,
     /// Host bytes held by tensors' host copies.
     pub host_live_bytes: u64,
     /// Device bytes held by tensors (ranges rounded up to the offset alignment).
     pub device_live_bytes: u64,
-    /// Device bytes reserved from the backend: slabs and dedicated blocks.
+    /// Device bytes reserved from the backend: slabs and dedicated
+    /// blocks, and on the GPU the zone's own scratch buffer for copies
+    /// within one slab (which a device limit or budget does not cap).
     pub device_reserved_bytes: u64,
     /// Reserved device bytes no tensor holds, ready for reuse or `trim`.
     pub device_cached_bytes: u64,
@@ -391,7 +396,7 @@ impl fmt::Display for ZoneStats {
         writeln!(f, "{line}")?;
         let rows: [(&str, String); 22] = [
             (
-                "tensors live / created",
+                "tensors live / created (not arena)",
                 format!("{} / {}", self.tensors_live, self.tensors_created),
             ),
             ("host live", bytes(self.host_live_bytes)),

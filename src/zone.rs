@@ -219,6 +219,8 @@ impl ZoneBuilder {
     /// dedicated blocks). Past it, cached blocks are released, then
     /// allocation fails with [`Error::OutOfMemory`]. Staging buffers are
     /// host memory and not counted here; `staging_idle_limit` bounds them.
+    /// Nor are the GPU backend's own small buffers: the kernels' 64 KiB of
+    /// parameters and the scratch buffer a copy within one slab uses.
     pub fn device_memory_limit(mut self, bytes: u64) -> Self {
         self.limit = Some(bytes);
         self
