@@ -816,8 +816,17 @@ impl Zone {
         }
     }
 
-    /// The largest storage binding the device takes (`None` on the CPU).
-    pub(crate) fn max_binding(&self) -> Option<u64> {
+    /// The largest tensor, in bytes, a kernel or a binding of your own can
+    /// bind on this zone's device (wgpu's `max_storage_buffer_binding_size`;
+    /// `None` on the CPU backend, which has no such limit).
+    ///
+    /// ```
+    /// let zone = tensorzone::Zone::new().unwrap();
+    /// if let Some(max) = zone.max_binding_size() {
+    ///     assert!(max >= 128 << 20); // WebGPU's default, which wgpu guarantees
+    /// }
+    /// ```
+    pub fn max_binding_size(&self) -> Option<u64> {
         match &*self.inner.backend {
             Backend::Gpu(g) => Some(g.limits.max_storage_buffer_binding_size),
             Backend::Cpu(_) => None,

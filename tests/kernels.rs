@@ -678,3 +678,39 @@ fn batched_kernels_stay_in_order_with_transfers_and_own_work() {
         assert_eq!(doubled.to_vec().unwrap(), [14; 300]);
     }
 }
+
+/// Past what one GPU dispatch covers (65,535 workgroups of 16 rows), the
+/// image kernels and matmul name the dimension; the CPU backend has no
+/// such limit.
+#[test]
+fn a_dimension_past_one_dispatch_is_named_in_the_error() {
+    const TALL: usize = 1_100_000;
+    for zone in common::zones() {
+        let k = zone.kernels();
+        let b = zone.backend();
+        let mut src = Tensor::<f32>::zeros(&zone, [TALL, 2], Location::Device).unwrap();
+        let mut dst = out::<f32>(&zone, &[TALL, 2]);
+        let r = k.sobel(&mut src, &mut dst);
+        let r2 = k.gaussian_blur(&mut src, &mut dst, 1.0);
+        let mut a = out::<f32>(&zone, &[TALL, 1]);
+        let mut one = dev(&zone, &[1, 1], &[2.0f32]);
+        let mut c = out::<f32>(&zone, &[TALL, 1]);
+        let r3 = k.matmul(&mut a, &mut one, &mut c);
+        if b == tensorzone::BackendKind::Cpu {
+            assert!(r.is_ok() && r2.is_ok() && r3.is_ok(), "{r:?} {r2:?} {r3:?}");
+            continue;
+        }
+        for (r, what) in [
+            (r, "a height of 1100000"),
+            (r2, "a height of 1100000"),
+            (r3, "a height of a of 1100000"),
+        ] {
+            match r {
+                Err(Error::InvalidArgument { detail, .. }) => {
+                    assert!(detail.contains(what), "{detail}")
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+}

@@ -19,6 +19,14 @@
 //! written but hold whatever their storage held: write them again before
 //! reading them.
 //!
+//! Sizes on the GPU: every tensor a kernel binds must fit the adapter's
+//! `max_storage_buffer_binding_size` ([`crate::Zone::max_binding_size`]), and
+//! one dispatch covers at most 65,535 × 16 = 1,048,560 rows of an image
+//! (and columns of the blur's column pass), or rows of `a` and columns of
+//! `b` in `matmul`; past those a kernel returns
+//! [`Error::InvalidArgument`] naming the dimension. The CPU backend has
+//! neither limit.
+//!
 //! ```
 //! use tensorzone::{Location, Tensor, Zone};
 //! let zone = Zone::new().unwrap(); // GPU when there is one, else CPU
@@ -243,11 +251,21 @@ fn groups_1d(op: &'static str, n: u64) -> Result<[u32; 3]> {
     Ok([x as u32, y as u32, 1])
 }
 
-/// Workgroups covering an image of `w` × `h` with 16 × 16 workgroups.
-fn groups_2d(op: &'static str, w: usize, h: usize) -> Result<[u32; 3]> {
+/// Workgroups covering `w` × `h` invocations with 16 × 16 workgroups.
+/// `sides` names the tensor's dimensions behind `w` and `h` with their
+/// sizes, for the error when one dispatch cannot cover them.
+fn groups_2d(op: &'static str, w: usize, h: usize, sides: [(&str, usize); 2]) -> Result<[u32; 3]> {
     let (x, y) = ((w as u64).div_ceil(16), (h as u64).div_ceil(16));
-    if x > MAX_GROUPS || y > MAX_GROUPS {
-        return Err(too_big(op, (w * h) as u64));
+    for (groups, (side, n)) in [x, y].into_iter().zip(sides) {
+        if groups > MAX_GROUPS {
+            return Err(Error::InvalidArgument {
+                op,
+                detail: format!(
+                    "a {side} of {n} is more than one GPU dispatch covers \
+                     ({MAX_GROUPS} workgroups of 16 along it); split the tensor"
+                ),
+            });
+        }
     }
     Ok([x as u32, y as u32, 1])
 }
@@ -639,7 +657,7 @@ impl<'z> Kernels<'z> {
             }
             Some(g) => {
                 let params = [param(op, m)?, param(op, k)?, param(op, n)?];
-                let groups = groups_2d(op, n, m)?;
+                let groups = groups_2d(op, n, m, [("width of b", n), ("height of a", m)])?;
                 bind!(
                     ab = a.operand_device_in,
                     bb = b.operand_device_in,
@@ -782,8 +800,9 @@ impl<'z> Kernels<'z> {
             }),
             (Some(g), Some(tmp)) => {
                 let n = BLUR_OUTPUTS;
-                let row_groups = groups_2d(op, w.div_ceil(n), h)?;
-                let column_groups = groups_2d(op, w, h.div_ceil(n))?;
+                let sides = [("width", w), ("height", h)];
+                let row_groups = groups_2d(op, w.div_ceil(n), h, sides)?;
+                let column_groups = groups_2d(op, w, h.div_ceil(n), sides)?;
                 let mut params = vec![param(op, w)?, param(op, h)?, (weights.len() / 2) as u32, 0];
                 // The weights are compiled in: one pipeline per sigma.
                 let key = format!("{op}:{:08x}", sigma.to_bits());
@@ -816,7 +835,8 @@ impl<'z> Kernels<'z> {
             })?,
             Some(g) => {
                 let params = [param(op, w)?, param(op, h)?];
-                let groups = groups_2d(op, w.div_ceil(SOBEL_OUTPUTS), h)?;
+                let sides = [("width", w), ("height", h)];
+                let groups = groups_2d(op, w.div_ceil(SOBEL_OUTPUTS), h, sides)?;
                 bind!(s = src.operand_device_in, d = dst.operand_device_out);
                 finish!(self.run(g, op, sobel_source, &[s, d], &params, groups); src => dst)
             }

@@ -336,7 +336,7 @@ fn bind<T: Element>(
     overwrite: bool,
 ) -> Result<wgpu::BufferBinding<'_>> {
     let bytes = crate::backend::copy_len(s.byte_len());
-    if let Some(max) = s.zone().max_binding() {
+    if let Some(max) = s.zone().max_binding_size() {
         if bytes > max {
             return Err(Error::InvalidArgument {
                 op: "binding",
