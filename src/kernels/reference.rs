@@ -95,6 +95,9 @@ pub fn matmul(a: ArrayView2<'_, f32>, b: ArrayView2<'_, f32>) -> Array2<f32> {
 
 /// RGBA bytes of shape [height, width, 4] to luma in [0, 1] of shape
 /// [height, width]: `0.299 R + 0.587 G + 0.114 B` on the bytes over 255.
+///
+/// # Panics
+/// If the last axis has fewer than 3 elements.
 pub fn grayscale(rgba: ArrayView3<'_, u8>) -> Array2<f32> {
     let (h, w, _) = rgba.dim();
     Array2::from_shape_fn((h, w), |(y, x)| {
@@ -125,6 +128,10 @@ fn luma(r: u8, g: u8, b: u8) -> f32 {
 
 /// The normalised weights of a Gaussian of standard deviation `sigma`,
 /// over offsets `-r..=r` with `r = ceil(3 sigma)` (at least 1).
+///
+/// # Panics
+/// If `sigma` is infinite, or so large that its `2r + 1` weights do not
+/// fit in memory; check it against [`BLUR_SIGMA`](super::BLUR_SIGMA) first.
 pub fn gaussian_weights(sigma: f32) -> Array1<f32> {
     let r = (3.0 * sigma).ceil().max(1.0) as i64;
     let w = Array1::from_iter((-r..=r).map(|d| (-((d * d) as f32) / (2.0 * sigma * sigma)).exp()));
