@@ -7,6 +7,9 @@
 //! cargo run --release --example batch_inference
 //! cargo run --release --example batch_inference -- --batches 100 --rows 512
 //! ```
+//!
+//! Options: `--batches N` (batches each worker runs, default 50), `--rows N`
+//! (rows a batch, default 256), `--help`.
 
 use std::error::Error;
 use std::time::Instant;
@@ -136,19 +139,46 @@ fn worker(
     Ok(worst)
 }
 
+/// The module documentation, as `--help` prints it: without the comment
+/// markers and code fences, the commands indented.
+fn usage() -> String {
+    let mut in_code = false;
+    let mut lines = Vec::new();
+    for line in include_str!("batch_inference.rs")
+        .lines()
+        .map_while(|l| l.strip_prefix("//!"))
+    {
+        let line = line.strip_prefix(' ').unwrap_or(line);
+        if line.starts_with("```") {
+            in_code = !in_code;
+        } else if in_code {
+            lines.push(format!("    {line}"));
+        } else {
+            lines.push(line.to_string());
+        }
+    }
+    lines.join("\n")
+}
+
 fn parse_args() -> Result<(usize, usize), String> {
     let (mut batches, mut rows) = (50usize, 256usize);
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
+        // The flag before its value: `--help` takes none, and an unknown
+        // flag is named as such.
+        let count = match flag.as_str() {
+            "--batches" => &mut batches,
+            "--rows" => &mut rows,
+            "--help" | "-h" => {
+                println!("{}", usage());
+                std::process::exit(0);
+            }
+            _ => return Err(format!("unknown option {flag:?} (try --help)")),
+        };
         let v = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
-        let n: usize = v
+        *count = v
             .parse()
             .map_err(|_| format!("{flag} {v:?}: not a count"))?;
-        match flag.as_str() {
-            "--batches" => batches = n,
-            "--rows" => rows = n,
-            _ => return Err(format!("unknown option {flag:?} (--batches N, --rows N)")),
-        }
     }
     if batches == 0 || rows == 0 {
         return Err("--batches and --rows must be positive".into());

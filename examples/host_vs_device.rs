@@ -13,6 +13,9 @@
 //! cargo run --release --example host_vs_device -- --json figures.json
 //! ```
 //!
+//! Options: `--json FILE` (also write every figure to FILE as JSON; default
+//! none, the table only), `--help`.
+//!
 //! Without a GPU adapter (or with `TENSORZONE_BACKEND=cpu`) the wgpu peers
 //! are skipped, with the reason printed, and the rest runs on the CPU
 //! backend. The criterion benches (`cargo bench`) measure the same things
@@ -28,6 +31,7 @@ use common::fmt_ns;
 use std::collections::BTreeMap;
 use std::error::Error;
 use std::hint::black_box;
+use std::path::Path;
 use std::time::Instant;
 
 use tensorzone::{Location, Tensor, Zone};
@@ -309,6 +313,43 @@ fn frames(f: &mut Figures, zone: &Zone) {
     );
 }
 
+/// The module documentation, as `--help` prints it: without the comment
+/// markers and code fences, the commands indented.
+fn usage() -> String {
+    let mut in_code = false;
+    let mut lines = Vec::new();
+    for line in include_str!("host_vs_device.rs")
+        .lines()
+        .map_while(|l| l.strip_prefix("//!"))
+    {
+        let line = line.strip_prefix(' ').unwrap_or(line);
+        if line.starts_with("```") {
+            in_code = !in_code;
+        } else if in_code {
+            lines.push(format!("    {line}"));
+        } else {
+            lines.push(line.to_string());
+        }
+    }
+    lines.join("\n")
+}
+
+/// Fails at once when `path` cannot be written, so that a bad path costs no
+/// measuring. Writes nothing: a file already there keeps its figures until
+/// the new ones are in, one the check creates is removed again.
+fn check_writable(path: &Path) -> Result<(), String> {
+    let existed = path.symlink_metadata().is_ok();
+    let open = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(path);
+    let removed = match open {
+        Ok(_) if !existed => std::fs::remove_file(path),
+        other => other.map(drop),
+    };
+    removed.map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
 fn main() {
     if let Err(e) = run() {
         eprintln!("host_vs_device: {e}");
@@ -322,8 +363,15 @@ fn run() -> Result<(), Box<dyn Error>> {
     while let Some(a) = args.next() {
         match a.as_str() {
             "--json" => json = Some(args.next().ok_or("--json needs a file name")?),
-            _ => return Err(format!("unknown option {a:?} (--json FILE)").into()),
+            "--help" | "-h" => {
+                println!("{}", usage());
+                return Ok(());
+            }
+            _ => return Err(format!("unknown option {a:?} (try --help)").into()),
         }
+    }
+    if let Some(path) = &json {
+        check_writable(Path::new(path))?;
     }
     let zone = Zone::builder().label("host_vs_device").build()?;
     println!("backend: {}", zone.info());

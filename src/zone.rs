@@ -855,10 +855,20 @@ impl Zone {
         Arc::ptr_eq(&self.inner, &other.inner)
     }
 
-    /// Waits until all GPU work submitted so far has finished.
+    /// Waits until all GPU work submitted so far has finished (kernels
+    /// recorded so far are submitted first).
     ///
     /// Under a device budget, tensors whose bindings were taken before it
     /// may be spilled again afterwards.
+    ///
+    /// ```
+    /// use tensorzone::{Location, Tensor, Zone};
+    /// let zone = Zone::new().unwrap();
+    /// let mut t = Tensor::<f32>::empty(&zone, [1024], Location::Device).unwrap();
+    /// zone.kernels().fill(&mut t, 1.0).unwrap(); // recorded, not yet run
+    /// zone.synchronize().unwrap(); // submitted and finished
+    /// assert_eq!(t.to_vec().unwrap()[1023], 1.0);
+    /// ```
     pub fn synchronize(&self) -> Result<()> {
         let wait = self.inner.tracking.registry.wait_start();
         match &*self.inner.backend {
@@ -1083,6 +1093,15 @@ impl Zone {
     /// caches (at most 4 MiB per thread and zone); they return to the pool
     /// when their thread next allocates or frees, or exits, and a later
     /// `trim` releases their blocks. This thread's cache is emptied at once.
+    ///
+    /// ```
+    /// use tensorzone::{Location, Tensor, Zone};
+    /// let zone = Zone::new().unwrap();
+    /// drop(Tensor::<u8>::zeros(&zone, [1 << 20], Location::Device).unwrap());
+    /// assert!(zone.stats().device_cached_bytes > 0); // kept for reuse
+    /// assert!(zone.trim() > 0);
+    /// assert_eq!(zone.stats().device_reserved_bytes, 0);
+    /// ```
     pub fn trim(&self) -> u64 {
         // Other threads' magazines return their ranges when they next
         // allocate or exit; this thread's go back now.

@@ -1,7 +1,8 @@
 //! The frames example's rules for bad input (`examples/frames/input.rs`):
 //! an empty or missing folder is a clear error; files that are not images,
 //! or are damaged, fail to decode one by one, so the example reports and
-//! skips them and processes the rest.
+//! skips them and processes the rest. A broken link is such a file: listed,
+//! then unreadable, not silently left out.
 
 #[path = "../examples/frames/input.rs"]
 mod input;
@@ -60,5 +61,22 @@ fn images_decode_and_other_files_fail_one_by_one() {
     assert_eq!((jpg.width, jpg.height, jpg.rgba.len()), (4, 4, 64));
     assert_eq!(jpg.rgba[3], 255, "RGB input gets an opaque alpha");
     assert!(decode(&files[3]).is_err(), "a damaged JPEG");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[cfg(unix)]
+#[test]
+fn a_broken_link_is_listed_and_fails_to_decode() {
+    let dir = folder("broken-link");
+    image::RgbaImage::new(2, 2).save(dir.join("a.png")).unwrap();
+    std::os::unix::fs::symlink(dir.join("not-there.png"), dir.join("b_broken.png")).unwrap();
+
+    let files = list_inputs(&dir).unwrap();
+    assert_eq!(files.len(), 2, "the broken link is listed: {files:?}");
+    assert!(decode(&files[0]).is_ok());
+    let err = decode(&files[1])
+        .err()
+        .expect("a broken link is unreadable");
+    assert!(err.to_string().contains("not-there.png"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -14,11 +14,14 @@ pub struct Frame {
 
 /// The files of `dir`, in name order; an empty folder is an error.
 pub fn list_inputs(dir: &Path) -> Result<Vec<PathBuf>, Box<dyn Error>> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(|e| format!("cannot read input folder {}: {e}", dir.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.is_file())
-        .collect();
+    let unreadable = |e| format!("cannot read input folder {}: {e}", dir.display());
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(unreadable)? {
+        let path = entry.map_err(unreadable)?.path();
+        if is_input(&path) {
+            files.push(path);
+        }
+    }
     files.sort();
     if files.is_empty() {
         return Err(format!("input folder {} holds no files", dir.display()).into());
@@ -26,8 +29,20 @@ pub fn list_inputs(dir: &Path) -> Result<Vec<PathBuf>, Box<dyn Error>> {
     Ok(files)
 }
 
+/// Regular files, and entries whose metadata cannot be read (a broken
+/// link, say): those must fail in [`decode`] and be reported, not vanish
+/// from the count. Folders and special files (a FIFO would block the
+/// decoder) are left out.
+fn is_input(path: &Path) -> bool {
+    std::fs::metadata(path).map_or(true, |m| m.is_file())
+}
+
 pub fn decode(path: &Path) -> Result<Frame, Box<dyn Error>> {
-    let img = image::ImageReader::open(path)?
+    let img = image::ImageReader::open(path)
+        .map_err(|e| match std::fs::read_link(path) {
+            Ok(target) => format!("unreadable, a link to {}: {e}", target.display()),
+            Err(_) => format!("unreadable: {e}"),
+        })?
         .with_guessed_format()?
         .decode()?
         .to_rgba8();

@@ -12,14 +12,16 @@
 //! Options: `--input DIR` (PNG and JPEG files, in name order; others are
 //! reported and skipped), `--output DIR` (default `frames_out`, created if
 //! missing), `--frames N` and `--size WxH` for generated frames (default 60
-//! at 1280x720), `--sigma S` (blur, default 2.0), `--trace FILE` (default
-//! `OUTPUT/trace.json`, the first `--trace-frames N` frames, default 3; 0
-//! writes none).
+//! at 1280x720; at most 16384 pixels a side, and at 4 bytes a pixel a
+//! frame must fit the adapter's largest storage binding), `--sigma S`
+//! (blur, default 2.0), `--trace FILE` (default `OUTPUT/trace.json`, the
+//! first `--trace-frames N` frames, default 3; 0 writes none), `--help`.
 
 mod input;
 
 use std::error::Error;
-use std::path::PathBuf;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
 
 use input::{decode, list_inputs, Frame};
 use std::time::{Duration, Instant};
@@ -67,14 +69,7 @@ fn parse_args() -> Result<Args, String> {
                 a.height = parse(&flag, h)?;
             }
             "--help" | "-h" => {
-                println!(
-                    "{}",
-                    include_str!("main.rs")
-                        .lines()
-                        .take_while(|l| l.starts_with("//!"))
-                        .collect::<Vec<_>>()
-                        .join("\n")
-                );
+                println!("{}", usage());
                 std::process::exit(0);
             }
             _ => return Err(format!("unknown option {flag:?} (try --help)")),
@@ -100,6 +95,31 @@ fn parse_args() -> Result<Args, String> {
 
 /// The largest generated frame side: 16384² RGBA is 1 GiB a frame.
 const MAX_SIDE: u32 = 16384;
+
+/// Bytes a pixel in the frame's largest tensors: the RGBA input and the
+/// f32 planes. Each is bound whole, so each must fit one binding.
+const BYTES_PER_PIXEL: u64 = 4;
+
+/// The module documentation, as `--help` prints it: without the comment
+/// markers and code fences, the commands indented.
+fn usage() -> String {
+    let mut in_code = false;
+    let mut lines = Vec::new();
+    for line in include_str!("main.rs")
+        .lines()
+        .map_while(|l| l.strip_prefix("//!"))
+    {
+        let line = line.strip_prefix(' ').unwrap_or(line);
+        if line.starts_with("```") {
+            in_code = !in_code;
+        } else if in_code {
+            lines.push(format!("    {line}"));
+        } else {
+            lines.push(line.to_string());
+        }
+    }
+    lines.join("\n")
+}
 
 fn parse<T: std::str::FromStr>(flag: &str, v: &str) -> Result<T, String> {
     v.parse()
@@ -150,6 +170,81 @@ fn process(zone: &Zone, arena: &Arena, f: &Frame, sigma: f32) -> tensorzone::Res
     bytes.to_vec()
 }
 
+/// Refuses generated frames over the adapter's largest storage binding
+/// (or buffer) now, rather than after the run has started: the kernels
+/// would fail on the first frame. The CPU backend has no such limit.
+fn check_frame_size(zone: &Zone, width: u32, height: u32) -> Result<(), String> {
+    let Some(max) = zone.max_binding_size() else {
+        return Ok(());
+    };
+    let max = max.min(zone.info().max_buffer_size);
+    let bytes = BYTES_PER_PIXEL * u64::from(width) * u64::from(height);
+    if bytes <= max {
+        return Ok(());
+    }
+    let pixels = max / BYTES_PER_PIXEL;
+    let side = pixels.isqrt().min(u64::from(MAX_SIDE));
+    let at_width = (pixels / u64::from(width)).min(u64::from(MAX_SIDE));
+    Err(format!(
+        "--size {width}x{height}: a frame's tensors take {bytes} bytes each, over this \
+         adapter's largest binding of {max} bytes; the largest frames it takes have \
+         {pixels} pixels, such as {width}x{at_width} or {side}x{side}"
+    ))
+}
+
+/// Creates `dir` and its parents; the empty path is the current folder.
+fn create_folder(dir: &Path) -> Result<(), String> {
+    if dir.as_os_str().is_empty() {
+        return Ok(());
+    }
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create folder {}: {e}", dir.display()))
+}
+
+/// Fails at once when `path` cannot be written, so that a bad path costs no
+/// processing. Writes nothing: a file already there is left as it was, one
+/// the check creates is removed again (a run that fails leaves none).
+fn check_writable(path: &Path) -> Result<(), String> {
+    let existed = path.symlink_metadata().is_ok();
+    let open = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(path);
+    let removed = match open {
+        Ok(_) if !existed => std::fs::remove_file(path),
+        other => other.map(drop),
+    };
+    removed.map_err(|e| format!("cannot write trace {}: {e}", path.display()))
+}
+
+/// The `frame i/n` line, redrawn in place. Whatever else is printed while
+/// it shows must end it first, or lands glued onto its end.
+#[derive(Default)]
+struct Progress {
+    open: bool,
+}
+
+impl Progress {
+    fn show(&mut self, line: &str) -> std::io::Result<()> {
+        print!("\r{line}");
+        self.open = true;
+        std::io::stdout().flush()
+    }
+
+    fn end(&mut self) {
+        if std::mem::take(&mut self.open) {
+            println!();
+        }
+    }
+}
+
+/// Dropped on the way out of `run`, error or not: `main`'s error message
+/// then starts a line of its own.
+impl Drop for Progress {
+    fn drop(&mut self) {
+        self.end();
+    }
+}
+
 fn main() {
     if let Err(e) = run() {
         eprintln!("frames: {e}");
@@ -167,19 +262,23 @@ fn run() -> Result<(), Box<dyn Error>> {
         Some(dir) => Some(list_inputs(dir)?),
         None => None,
     };
-    // After the input is known good: a bad one leaves no empty folder, and
-    // is reported before the adapter starts.
-    let folders = [Some(args.output.as_path()), trace_path.parent()];
-    for dir in folders
-        .into_iter()
-        .flatten()
-        .filter(|d| !d.as_os_str().is_empty())
-    {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| format!("cannot create folder {}: {e}", dir.display()))?;
-    }
+    // A bad input folder is reported before the adapter starts; the
+    // generated frames' size needs its limits. (Input files too large are
+    // skipped one by one, in the loop.)
     let zone = Zone::builder().label("frames").build()?;
     println!("backend: {}", zone.info());
+    if inputs.is_none() {
+        check_frame_size(&zone, args.width, args.height)?;
+    }
+    // After the input and the size are known good, and the trace before
+    // the output: a bad one leaves no empty folder.
+    if args.trace_frames > 0 {
+        if let Some(dir) = trace_path.parent() {
+            create_folder(dir)?;
+        }
+        check_writable(&trace_path)?;
+    }
+    create_folder(&args.output)?;
     let total = inputs.as_ref().map_or(args.frames, Vec::len);
     match &args.input {
         Some(dir) => println!("input: {total} files in {}", dir.display()),
@@ -198,13 +297,15 @@ fn run() -> Result<(), Box<dyn Error>> {
     let (mut done, mut skipped) = (0usize, 0usize);
     let mut pipeline_time = Duration::ZERO;
     let mut after_first = None;
+    let mut progress = Progress::default();
     let started = Instant::now();
     for i in 0..total {
         let frame = match &inputs {
             Some(files) => match decode(&files[i]) {
                 Ok(f) => f,
                 Err(e) => {
-                    eprintln!("\nskipping {}: {e}", files[i].display());
+                    progress.end();
+                    eprintln!("skipping {}: {e}", files[i].display());
                     skipped += 1;
                     continue;
                 }
@@ -219,7 +320,8 @@ fn run() -> Result<(), Box<dyn Error>> {
             // A frame the kernels refuse (too large for a binding, say) is
             // bad input: the rest still run. Anything else stops the run.
             Err(e @ tensorzone::Error::InvalidArgument { .. }) if inputs.is_some() => {
-                eprintln!("\nskipping {}: {e}", frame.name);
+                progress.end();
+                eprintln!("skipping {}: {e}", frame.name);
                 skipped += 1;
                 continue;
             }
@@ -239,16 +341,15 @@ fn run() -> Result<(), Box<dyn Error>> {
             .ok_or("edge image of the wrong size")?
             .save(&out)
             .map_err(|e| format!("cannot write {}: {e}", out.display()))?;
-        print!("\rframe {done}/{total} ({})", frame.name);
-        use std::io::Write as _;
-        std::io::stdout().flush()?;
+        progress.show(&format!("frame {done}/{total} ({})", frame.name))?;
     }
-    println!();
-    if tracing {
-        write_trace(&zone, &trace_path)?;
-    }
+    progress.end();
+    // Before the trace: a run with no frame writes nothing.
     if done == 0 {
         return Err(format!("none of the {total} input files could be read").into());
+    }
+    if tracing {
+        write_trace(&zone, &trace_path)?;
     }
     let wall = started.elapsed();
     println!(
@@ -280,7 +381,7 @@ fn run() -> Result<(), Box<dyn Error>> {
 }
 
 /// Stops the zone's trace and writes it as Chrome JSON to `path`.
-fn write_trace(zone: &Zone, path: &std::path::Path) -> Result<(), String> {
+fn write_trace(zone: &Zone, path: &Path) -> Result<(), String> {
     zone.stop_trace()
         .write_chrome_json(path)
         .map_err(|e| format!("cannot write trace {}: {e}", path.display()))

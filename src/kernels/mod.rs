@@ -381,6 +381,15 @@ impl<'z> Kernels<'z> {
     }
 
     /// Copies `src` into `dst` (same shape), element for element.
+    ///
+    /// ```
+    /// use tensorzone::{Location, Tensor, Zone};
+    /// let zone = Zone::new().unwrap();
+    /// let mut a = Tensor::from_slice(&zone, [3], &[7u8, 8, 9], Location::Device).unwrap();
+    /// let mut b = Tensor::<u8>::empty(&zone, [3], Location::Device).unwrap();
+    /// zone.kernels().copy(&mut a, &mut b).unwrap();
+    /// assert_eq!(b.to_vec().unwrap(), [7, 8, 9]);
+    /// ```
     pub fn copy<T: Element>(
         &self,
         src: &mut impl Input<T>,
@@ -549,6 +558,19 @@ impl<'z> Kernels<'z> {
     }
 
     /// Bytes to floats in [0, 1] (`v / 255`), same shape.
+    ///
+    /// ```
+    /// use tensorzone::{Location, Tensor, Zone};
+    /// let zone = Zone::new().unwrap();
+    /// let k = zone.kernels();
+    /// let mut bytes = Tensor::from_slice(&zone, [3], &[0u8, 51, 255], Location::Device).unwrap();
+    /// let mut floats = Tensor::<f32>::empty(&zone, [3], Location::Device).unwrap();
+    /// k.u8_to_f32(&mut bytes, &mut floats).unwrap();
+    /// assert_eq!(floats.to_vec().unwrap(), [0.0, 0.2, 1.0]);
+    /// // And back (rounded, clamped): the same bytes.
+    /// k.f32_to_u8(&mut floats, &mut bytes).unwrap();
+    /// assert_eq!(bytes.to_vec().unwrap(), [0, 51, 255]);
+    /// ```
     pub fn u8_to_f32(&self, src: &mut impl Input<u8>, dst: &mut impl Output<f32>) -> Result<()> {
         self.cast("u8_to_f32", U8_TO_F32, 1, src, dst, reference::u8_to_f32)
     }
@@ -562,6 +584,15 @@ impl<'z> Kernels<'z> {
     /// `f32` to `f16` (rounded to nearest; from 65520 on, infinity), same
     /// shape. Runs on every adapter: it packs pairs with WGSL's
     /// `pack2x16float` and needs no `SHADER_F16`.
+    ///
+    /// ```
+    /// use tensorzone::{f16, Location, Tensor, Zone};
+    /// let zone = Zone::new().unwrap();
+    /// let mut x = Tensor::from_slice(&zone, [3], &[1.5f32, -2.0, 70000.0], Location::Device).unwrap();
+    /// let mut h = Tensor::<f16>::empty(&zone, [3], Location::Device).unwrap();
+    /// zone.kernels().f32_to_f16(&mut x, &mut h).unwrap();
+    /// assert_eq!(h.to_vec().unwrap(), [f16::from_f32(1.5), f16::from_f32(-2.0), f16::INFINITY]);
+    /// ```
     pub fn f32_to_f16(
         &self,
         src: &mut impl Input<f32>,
@@ -670,6 +701,17 @@ impl<'z> Kernels<'z> {
 
     /// RGBA bytes of shape `[height, width, 4]` to luma in [0, 1] of shape
     /// `[height, width]` (`0.299 R + 0.587 G + 0.114 B`).
+    ///
+    /// ```
+    /// use tensorzone::{Location, Tensor, Zone};
+    /// let zone = Zone::new().unwrap();
+    /// let px = [255u8, 255, 255, 255, 255, 0, 0, 255]; // white, red
+    /// let mut rgba = Tensor::from_slice(&zone, [1, 2, 4], &px, Location::Device).unwrap();
+    /// let mut gray = Tensor::<f32>::empty(&zone, [1, 2], Location::Device).unwrap();
+    /// zone.kernels().grayscale(&mut rgba, &mut gray).unwrap();
+    /// let g = gray.to_vec().unwrap();
+    /// assert!((g[0] - 1.0).abs() < 1e-6 && (g[1] - 0.299).abs() < 1e-6);
+    /// ```
     pub fn grayscale(&self, rgba: &mut impl Input<u8>, gray: &mut impl Output<f32>) -> Result<()> {
         let op = "grayscale";
         let (h, w) = match dims_of(op, rgba.operand_shape(), 3)? {
@@ -720,6 +762,16 @@ impl<'z> Kernels<'z> {
     /// sigmas recompiles rather than growing without end. The pass between
     /// goes through a temporary tensor from the zone's pool;
     /// [`Kernels::gaussian_blur_via`] takes one of yours (an arena's, say).
+    ///
+    /// ```
+    /// use tensorzone::{Location, Tensor, Zone};
+    /// let zone = Zone::new().unwrap();
+    /// // A flat image stays flat: the weights sum to 1.
+    /// let mut img = Tensor::full(&zone, [4, 6], 0.5f32, Location::Device).unwrap();
+    /// let mut out = Tensor::<f32>::empty(&zone, [4, 6], Location::Device).unwrap();
+    /// zone.kernels().gaussian_blur(&mut img, &mut out, 2.0).unwrap();
+    /// assert!(out.to_vec().unwrap().iter().all(|v| (v - 0.5).abs() < 1e-6));
+    /// ```
     pub fn gaussian_blur(
         &self,
         src: &mut impl Input<f32>,
@@ -819,6 +871,18 @@ impl<'z> Kernels<'z> {
 
     /// Sobel gradient magnitude of an `f32` image `[height, width]` into
     /// `dst` (same shape), edges clamped.
+    ///
+    /// ```
+    /// use tensorzone::{Location, Tensor, Zone};
+    /// let zone = Zone::new().unwrap();
+    /// // A step from 0 to 1 between columns 1 and 2: |gx| = 4 beside it.
+    /// let row = [0.0f32, 0.0, 1.0, 1.0];
+    /// let img: Vec<f32> = row.iter().cycle().take(12).copied().collect();
+    /// let mut img = Tensor::from_slice(&zone, [3, 4], &img, Location::Device).unwrap();
+    /// let mut edges = Tensor::<f32>::empty(&zone, [3, 4], Location::Device).unwrap();
+    /// zone.kernels().sobel(&mut img, &mut edges).unwrap();
+    /// assert_eq!(edges.to_vec().unwrap()[4..8], [0.0, 4.0, 4.0, 0.0]);
+    /// ```
     pub fn sobel(&self, src: &mut impl Input<f32>, dst: &mut impl Output<f32>) -> Result<()> {
         let op = "sobel";
         let (h, w) = match dims_of(op, src.operand_shape(), 2)? {

@@ -501,6 +501,55 @@ impl<T: Element> Tensor<T> {
     /// back to the pool, and may hold another tensor's data by then.
     ///
     /// Errors: [`Error::NeedsGpu`] on the CPU backend.
+    ///
+    /// A kernel of your own that doubles a tensor in place:
+    ///
+    /// ```
+    /// use tensorzone::{Location, Tensor, Zone};
+    /// let zone = Zone::new().unwrap();
+    /// let mut t = Tensor::from_slice(&zone, [4], &[1.0f32, 2.0, 3.0, 4.0], Location::Device).unwrap();
+    /// if let (Some(device), Some(queue)) = (zone.wgpu_device(), zone.wgpu_queue()) {
+    ///     let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+    ///         label: None,
+    ///         source: wgpu::ShaderSource::Wgsl(
+    ///             "@group(0) @binding(0) var<storage, read_write> x: array<f32>;
+    ///              @compute @workgroup_size(64)
+    ///              fn main(@builtin(global_invocation_id) g: vec3<u32>) {
+    ///                  if (g.x < 4u) { x[g.x] = 2.0 * x[g.x]; }
+    ///              }"
+    ///             .into(),
+    ///         ),
+    ///     });
+    ///     let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+    ///         label: None,
+    ///         layout: None,
+    ///         module: &module,
+    ///         entry_point: Some("main"),
+    ///         compilation_options: Default::default(),
+    ///         cache: None,
+    ///     });
+    ///     let group = device.create_bind_group(&wgpu::BindGroupDescriptor {
+    ///         label: None,
+    ///         layout: &pipeline.get_bind_group_layout(0),
+    ///         entries: &[wgpu::BindGroupEntry {
+    ///             binding: 0,
+    ///             resource: wgpu::BindingResource::Buffer(t.binding().unwrap()),
+    ///         }],
+    ///     });
+    ///     let mut enc = device.create_command_encoder(&Default::default());
+    ///     {
+    ///         let mut pass = enc.begin_compute_pass(&Default::default());
+    ///         pass.set_pipeline(&pipeline);
+    ///         pass.set_bind_group(0, &group, &[]);
+    ///         pass.dispatch_workgroups(1, 1, 1);
+    ///     }
+    ///     queue.submit([enc.finish()]);
+    ///     t.mark_device_written().unwrap(); // the host copy is stale now
+    ///     assert_eq!(t.to_vec().unwrap(), [2.0, 4.0, 6.0, 8.0]);
+    /// } else {
+    ///     assert!(t.binding().is_err()); // Error::NeedsGpu on the CPU backend
+    /// }
+    /// ```
     pub fn binding(&mut self) -> Result<wgpu::BufferBinding<'_>> {
         sync::binding(self)
     }

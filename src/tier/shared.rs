@@ -360,6 +360,17 @@ impl<T: Element> SharedTensor<T> {
     /// device after they are recorded.
     ///
     /// Errors: [`Error::NeedsGpu`] on the CPU backend.
+    ///
+    /// ```
+    /// use tensorzone::{Location, Tensor, Zone};
+    /// let zone = Zone::new().unwrap();
+    /// let w = Tensor::from_slice(&zone, [3], &[1.0f32, 2.0, 3.0], Location::Host).unwrap().into_shared();
+    /// match w.binding() {
+    ///     // Bind it read-only in a kernel of your own (see `Tensor::binding`).
+    ///     Ok(b) => assert_eq!(b.size.map(|s| s.get()), Some(12)),
+    ///     Err(e) => assert_eq!(e, tensorzone::Error::NeedsGpu { op: "binding" }),
+    /// }
+    /// ```
     pub fn binding(&self) -> Result<wgpu::BufferBinding<'_>> {
         let (place, len) = self.with(|t| {
             if t.zone().wgpu_device().is_none() {
