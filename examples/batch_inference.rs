@@ -11,6 +11,9 @@
 //! Options: `--batches N` (batches each worker runs, default 50), `--rows N`
 //! (rows a batch, default 256), `--help`.
 
+#[path = "common/cli.rs"]
+mod cli;
+
 use std::error::Error;
 use std::time::Instant;
 
@@ -139,27 +142,6 @@ fn worker(
     Ok(worst)
 }
 
-/// The module documentation, as `--help` prints it: without the comment
-/// markers and code fences, the commands indented.
-fn usage() -> String {
-    let mut in_code = false;
-    let mut lines = Vec::new();
-    for line in include_str!("batch_inference.rs")
-        .lines()
-        .map_while(|l| l.strip_prefix("//!"))
-    {
-        let line = line.strip_prefix(' ').unwrap_or(line);
-        if line.starts_with("```") {
-            in_code = !in_code;
-        } else if in_code {
-            lines.push(format!("    {line}"));
-        } else {
-            lines.push(line.to_string());
-        }
-    }
-    lines.join("\n")
-}
-
 fn parse_args() -> Result<(usize, usize), String> {
     let (mut batches, mut rows) = (50usize, 256usize);
     let mut it = std::env::args().skip(1);
@@ -170,7 +152,7 @@ fn parse_args() -> Result<(usize, usize), String> {
             "--batches" => &mut batches,
             "--rows" => &mut rows,
             "--help" | "-h" => {
-                println!("{}", usage());
+                println!("{}", cli::usage(include_str!("batch_inference.rs")));
                 std::process::exit(0);
             }
             _ => return Err(format!("unknown option {flag:?} (try --help)")),

@@ -21,6 +21,8 @@
 //! backend. The criterion benches (`cargo bench`) measure the same things
 //! with more samples; BENCHMARKS.md has their results.
 
+#[path = "common/cli.rs"]
+mod cli;
 #[path = "../benches/common/mod.rs"]
 mod common;
 #[path = "../benches/common/frame_pipeline.rs"]
@@ -313,43 +315,6 @@ fn frames(f: &mut Figures, zone: &Zone) {
     );
 }
 
-/// The module documentation, as `--help` prints it: without the comment
-/// markers and code fences, the commands indented.
-fn usage() -> String {
-    let mut in_code = false;
-    let mut lines = Vec::new();
-    for line in include_str!("host_vs_device.rs")
-        .lines()
-        .map_while(|l| l.strip_prefix("//!"))
-    {
-        let line = line.strip_prefix(' ').unwrap_or(line);
-        if line.starts_with("```") {
-            in_code = !in_code;
-        } else if in_code {
-            lines.push(format!("    {line}"));
-        } else {
-            lines.push(line.to_string());
-        }
-    }
-    lines.join("\n")
-}
-
-/// Fails at once when `path` cannot be written, so that a bad path costs no
-/// measuring. Writes nothing: a file already there keeps its figures until
-/// the new ones are in, one the check creates is removed again.
-fn check_writable(path: &Path) -> Result<(), String> {
-    let existed = path.symlink_metadata().is_ok();
-    let open = std::fs::OpenOptions::new()
-        .append(true)
-        .create(true)
-        .open(path);
-    let removed = match open {
-        Ok(_) if !existed => std::fs::remove_file(path),
-        other => other.map(drop),
-    };
-    removed.map_err(|e| format!("cannot write {}: {e}", path.display()))
-}
-
 fn main() {
     if let Err(e) = run() {
         eprintln!("host_vs_device: {e}");
@@ -364,14 +329,14 @@ fn run() -> Result<(), Box<dyn Error>> {
         match a.as_str() {
             "--json" => json = Some(args.next().ok_or("--json needs a file name")?),
             "--help" | "-h" => {
-                println!("{}", usage());
+                println!("{}", cli::usage(include_str!("host_vs_device.rs")));
                 return Ok(());
             }
             _ => return Err(format!("unknown option {a:?} (try --help)").into()),
         }
     }
     if let Some(path) = &json {
-        check_writable(Path::new(path))?;
+        cli::check_writable("", Path::new(path))?;
     }
     let zone = Zone::builder().label("host_vs_device").build()?;
     println!("backend: {}", zone.info());

@@ -17,6 +17,8 @@
 //! (blur, default 2.0), `--trace FILE` (default `OUTPUT/trace.json`, the
 //! first `--trace-frames N` frames, default 3; 0 writes none), `--help`.
 
+#[path = "../common/cli.rs"]
+mod cli;
 mod input;
 
 use std::error::Error;
@@ -69,7 +71,7 @@ fn parse_args() -> Result<Args, String> {
                 a.height = parse(&flag, h)?;
             }
             "--help" | "-h" => {
-                println!("{}", usage());
+                println!("{}", cli::usage(include_str!("main.rs")));
                 std::process::exit(0);
             }
             _ => return Err(format!("unknown option {flag:?} (try --help)")),
@@ -99,27 +101,6 @@ const MAX_SIDE: u32 = 16384;
 /// Bytes a pixel in the frame's largest tensors: the RGBA input and the
 /// f32 planes. Each is bound whole, so each must fit one binding.
 const BYTES_PER_PIXEL: u64 = 4;
-
-/// The module documentation, as `--help` prints it: without the comment
-/// markers and code fences, the commands indented.
-fn usage() -> String {
-    let mut in_code = false;
-    let mut lines = Vec::new();
-    for line in include_str!("main.rs")
-        .lines()
-        .map_while(|l| l.strip_prefix("//!"))
-    {
-        let line = line.strip_prefix(' ').unwrap_or(line);
-        if line.starts_with("```") {
-            in_code = !in_code;
-        } else if in_code {
-            lines.push(format!("    {line}"));
-        } else {
-            lines.push(line.to_string());
-        }
-    }
-    lines.join("\n")
-}
 
 fn parse<T: std::str::FromStr>(flag: &str, v: &str) -> Result<T, String> {
     v.parse()
@@ -200,22 +181,6 @@ fn create_folder(dir: &Path) -> Result<(), String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("cannot create folder {}: {e}", dir.display()))
 }
 
-/// Fails at once when `path` cannot be written, so that a bad path costs no
-/// processing. Writes nothing: a file already there is left as it was, one
-/// the check creates is removed again (a run that fails leaves none).
-fn check_writable(path: &Path) -> Result<(), String> {
-    let existed = path.symlink_metadata().is_ok();
-    let open = std::fs::OpenOptions::new()
-        .append(true)
-        .create(true)
-        .open(path);
-    let removed = match open {
-        Ok(_) if !existed => std::fs::remove_file(path),
-        other => other.map(drop),
-    };
-    removed.map_err(|e| format!("cannot write trace {}: {e}", path.display()))
-}
-
 /// The `frame i/n` line, redrawn in place. Whatever else is printed while
 /// it shows must end it first, or lands glued onto its end.
 #[derive(Default)]
@@ -276,7 +241,7 @@ fn run() -> Result<(), Box<dyn Error>> {
         if let Some(dir) = trace_path.parent() {
             create_folder(dir)?;
         }
-        check_writable(&trace_path)?;
+        cli::check_writable("trace ", &trace_path)?;
     }
     create_folder(&args.output)?;
     let total = inputs.as_ref().map_or(args.frames, Vec::len);
