@@ -560,7 +560,14 @@ impl GpuBackend {
         // copy can be encoded in between; queue order does the rest.
         let mut scratch = self.scratch.lock().unwrap_or_else(|p| p.into_inner());
         if scratch.as_ref().is_none_or(|b| b.size() < len) {
-            let size = len.next_power_of_two().max(1 << 20);
+            // Rounded up so that growing copies rarely make another, but
+            // never past what one buffer may hold (`len` fits: it is a
+            // range of one buffer).
+            let size = len
+                .next_power_of_two()
+                .max(1 << 20)
+                .min(self.limits.max_buffer_size)
+                .max(len);
             let buffer = self.create_internal(
                 size,
                 "tensorzone scratch (device)",
