@@ -101,8 +101,12 @@ impl Zone {
         let verdict = || {
             tracking.registry.with_counts(|live, pending| {
                 let handles = Arc::strong_count(&self.inner);
-                if live == 0 || handles < live + extra {
+                if live == 0 {
                     None
+                } else if handles < live + extra {
+                    // Fewer handles than entries: pending ones whose tensors
+                    // have none yet, and maybe no user's left: wait for them.
+                    (pending > 0).then_some(Ok(false))
                 } else if handles > live + extra {
                     Some(Err(()))
                 } else {

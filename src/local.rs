@@ -64,9 +64,11 @@ impl Drop for Entry {
         // Counted before the handle exists and after it is gone, so a leak
         // check that sees one handle too many knows to wait.
         RETURNING.fetch_add(1, SeqCst);
+        let _ = RETURNING_HERE.try_with(|r| r.set(true));
         if let Some(zone) = self.zone.upgrade() {
             zone.absorb_local(self.mag.drain(), &self.counters);
         }
+        let _ = RETURNING_HERE.try_with(|r| r.set(false));
         RETURNED.fetch_add(1, SeqCst);
         RETURNING.fetch_sub(1, SeqCst);
     }
@@ -92,9 +94,20 @@ pub(crate) fn returning() -> bool {
     RETURNING.load(SeqCst) > 0
 }
 
+thread_local! {
+    /// Whether this thread is giving a magazine back: a zone dropped
+    /// meanwhile (the magazine's handle was its last) must not wait for
+    /// this very thread.
+    static RETURNING_HERE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
 /// Waits until no exiting thread is giving a magazine back (at most
-/// `RETURN_WAIT`: the caller may hold a lock one needs).
+/// `RETURN_WAIT`: the caller may hold a lock one needs; not at all on a
+/// thread that is itself giving one back).
 pub(crate) fn wait_returned() {
+    if RETURNING_HERE.try_with(|r| r.get()).unwrap_or(true) {
+        return;
+    }
     let start = std::time::Instant::now();
     while returning() && start.elapsed() < RETURN_WAIT {
         std::thread::yield_now();

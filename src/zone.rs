@@ -1251,8 +1251,13 @@ impl Zone {
     /// is recorded without a check on the cached path.
     fn alloc_device_locked(&self, bytes: u64, by: Use) -> Result<DeviceRange> {
         // Held until the range is counted (see `check_quota`).
+        // Checked for the bytes a new range takes, so that a request the
+        // quota refuses spills, trims and creates nothing first.
         let quota = match self.inner.child {
-            Some(_) => Some(self.check_quota(bytes)?),
+            Some(_) => {
+                let size = self.lock().device.reserved_for(bytes);
+                Some(self.check_quota(size)?)
+            }
             None => None,
         };
         loop {

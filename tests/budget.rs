@@ -419,7 +419,9 @@ fn a_zero_budget_or_quota_is_a_typed_error_not_a_panic() {
     }
     for zone in common::zones() {
         let none = zone.child_with_quota("none", 0);
-        for loc in [Location::Host, Location::Device] {
+        // A device range takes a whole unit of the alignment.
+        let unit = none.info().alignment;
+        for (loc, takes) in [(Location::Host, 1), (Location::Device, unit)] {
             let err = Tensor::<u8>::zeros(&none, [1], loc).unwrap_err();
             assert!(
                 matches!(
@@ -427,9 +429,9 @@ fn a_zero_budget_or_quota_is_a_typed_error_not_a_panic() {
                     Error::QuotaExceeded {
                         quota: 0,
                         used: 0,
-                        requested: 1,
+                        requested,
                         ..
-                    }
+                    } if requested == takes
                 ),
                 "{err:?}"
             );
@@ -593,5 +595,26 @@ fn make_mut_on_an_unbound_shared_tensor_leaves_it_spillable() {
         assert_eq!(zone.stats().spills.calls, 1, "{b:?}");
         drop(big);
         assert!(s.to_vec().unwrap().iter().all(|&x| x == 1.0), "{b:?}");
+    }
+}
+
+/// A child's request its quota refuses, once rounded to what a range
+/// takes, spills nothing and creates nothing on its way to the error.
+#[test]
+fn a_request_over_a_child_quota_spills_nothing() {
+    for zone in budget_zones() {
+        let b = zone.backend();
+        let _full: Vec<_> = (0..8).map(|i| device_tensor(&zone, i)).collect();
+        let child = zone.child_with_quota("q", 4100);
+        let before = zone.stats();
+        let err = Tensor::<u8>::zeros(&child, [4100], Location::Device).unwrap_err();
+        assert!(matches!(err, Error::QuotaExceeded { .. }), "{b:?}: {err}");
+        let after = zone.stats();
+        assert_eq!(after.spills, before.spills, "{b:?}");
+        assert_eq!(
+            after.device_blocks_created, before.device_blocks_created,
+            "{b:?}"
+        );
+        assert_eq!(after.device_allocations, before.device_allocations, "{b:?}");
     }
 }

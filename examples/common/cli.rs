@@ -28,13 +28,15 @@ pub fn usage(source: &str) -> String {
 /// check creates is removed again (a run that fails leaves none). The
 /// error names the file as `what` and its path.
 pub fn check_writable(what: &str, path: &Path) -> Result<(), String> {
-    let existed = path.symlink_metadata().is_ok();
+    // Through a link: a dangling one is created at its target, which is
+    // what is removed again.
+    let existed = path.exists();
     let open = std::fs::OpenOptions::new()
         .append(true)
         .create(true)
         .open(path);
     let removed = match open {
-        Ok(_) if !existed => std::fs::remove_file(path),
+        Ok(_) if !existed => std::fs::canonicalize(path).and_then(std::fs::remove_file),
         other => other.map(drop),
     };
     removed.map_err(|e| format!("cannot write {what}{}: {e}", path.display()))

@@ -99,6 +99,9 @@ impl PoolAlloc {
     }
 }
 
+/// The smallest slab [`DevicePool::plan_within`] shrinks one to.
+const MIN_SHRUNK_SLAB: u64 = 64 << 10;
+
 /// The block id of a [`PoolAlloc::ticket`].
 const TICKET_BLOCK: BlockId = BlockId(u32::MAX);
 /// The bit of a ticket's offset, above its key, that marks its entry as
@@ -391,6 +394,18 @@ impl DevicePool {
         }
     }
 
+    /// The bytes a new range for `bytes` reserves when no cached block is
+    /// reused: whole alignment units from a slab, or a dedicated block's
+    /// size class (a reused cached block may be up to a quarter larger).
+    pub(crate) fn reserved_for(&self, bytes: u64) -> u64 {
+        if bytes <= self.max_slab_request {
+            self.units_for(bytes)
+                .map_or(u64::MAX, |u| u64::from(u) << self.shift)
+        } else {
+            self.dedicated_class(bytes)
+        }
+    }
+
     /// [`DevicePool::plan`] for a zone with `room` bytes left under its
     /// limit: a slab that would not fit is halved until it does, as long
     /// as it still holds `bytes`, so a small request near the limit (or
@@ -401,13 +416,15 @@ impl DevicePool {
         if plan.dedicated {
             return plan;
         }
-        let need = self
-            .units_for(bytes)
-            .map_or(u64::MAX, |u| u64::from(u) << self.shift);
+        // Not below 64 KiB: near a budget, spilling beats a buffer per
+        // tensor.
+        let floor = self
+            .reserved_for(bytes)
+            .max(MIN_SHRUNK_SLAB.min(self.slab_bytes));
         while plan.size > room {
             let half = plan.size / 2;
             // Whole units only: a slab counts in them.
-            if half < need || half & (self.align - 1) != 0 {
+            if half < floor || half & (self.align - 1) != 0 {
                 break;
             }
             plan.size = half;
@@ -771,12 +788,15 @@ mod tests {
         assert_eq!(plan(16, u64::MAX), (32 * MIB, false));
         assert_eq!(plan(16, 32 * MIB), (32 * MIB, false));
         assert_eq!(plan(16, 20 * MIB), (16 * MIB, false));
-        assert_eq!(plan(16, 300), (256, false));
-        // No room for even the request: the smallest slab that holds it,
-        // for the caller to refuse.
-        assert_eq!(plan(16, 0), (256, false));
-        assert_eq!(plan(1000, 0), (1024, false));
+        assert_eq!(plan(16, 100 << 10), (64 << 10, false));
+        // Less room than the smallest slab: the smallest, for the caller
+        // to refuse (or spill for).
+        assert_eq!(plan(16, 300), (64 << 10, false));
+        assert_eq!(plan(16, 0), (64 << 10, false));
         assert_eq!(plan(3 * MIB, 5 * MIB), (4 * MIB, false));
+        // Never below the request: 8 MiB holds 5 MiB, 4 MiB would not
+        // (the caller refuses it, 6 MiB being left).
+        assert_eq!(plan(5 * MIB, 6 * MIB), (8 * MIB, false));
         // A dedicated plan is the request's class, room or not.
         assert_eq!(plan(20 * MIB, MIB), (p.plan(20 * MIB).size, true));
     }
