@@ -1290,18 +1290,31 @@ impl Zone {
         if !stale.is_empty() {
             st.give_back(stale);
         }
-        let range = match st.device.try_alloc(bytes) {
+        let mut range = match st.device.try_alloc(bytes) {
             Some(alloc) => DeviceRange { alloc },
             None => self.alloc_device_slow(&mut st, bytes)?,
         };
-        let size = range.size();
+        let mut size = range.size();
         if self.inner.child.is_some() {
             drop(st);
             if let Some(guard) = quota {
                 if let Err(e) = self.recheck_quota(size, guard) {
                     // Rounded up past a quota: back unused, nothing counted.
-                    self.lock().device.free(range.alloc);
-                    return Err(e);
+                    let mut st = self.lock();
+                    st.device.free(range.alloc);
+                    // A reused cached block may be up to a quarter larger
+                    // than a fresh one, which may fit.
+                    if size <= st.device.reserved_for(bytes) {
+                        return Err(e);
+                    }
+                    let fresh = self.alloc_device_slow(&mut st, bytes)?;
+                    drop(st);
+                    if let Err(e) = self.recheck_quota(fresh.size(), guard) {
+                        self.lock().device.free(fresh.alloc);
+                        return Err(e);
+                    }
+                    range = fresh;
+                    size = range.size();
                 }
             }
             // A child counts its own; its parent sums them in.

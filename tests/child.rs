@@ -215,3 +215,23 @@ fn a_quota_counts_the_rounded_range_not_the_request() {
         drop(t);
     }
 }
+
+/// A cached block the pool would reuse can be up to a quarter larger than
+/// a fresh one: a request that fits its quota with a fresh block gets one
+/// rather than an error.
+#[test]
+fn a_quota_takes_a_fresh_block_when_a_cached_one_is_too_big() {
+    const MIB: usize = 1 << 20;
+    for zone in common::zones() {
+        let b = zone.backend();
+        // A 12 MiB block, cached once its tensor is dropped.
+        drop(Tensor::<u8>::empty(&zone, [12 * MIB], Location::Device).unwrap());
+        assert!(zone.stats().device_cached_bytes >= 12 << 20, "{b:?}");
+        let child = zone.child_with_quota("q", 10 << 20);
+        let t = Tensor::<u8>::zeros(&child, [9 * MIB], Location::Device)
+            .unwrap_or_else(|e| panic!("{b:?}: {e}"));
+        let live = child.stats().device_live_bytes;
+        assert!((9 << 20..=10 << 20).contains(&live), "{b:?}: {live}");
+        drop(t);
+    }
+}
