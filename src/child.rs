@@ -153,13 +153,9 @@ impl Zone {
     /// so two checks cannot wait on each other.
     pub(crate) fn check_quota(&self, bytes: u64) -> Result<QuotaGuard<'_>> {
         let mut held = Vec::new();
-        let mut zone = self;
-        while let Some(c) = &zone.inner.child {
-            if let Some(quota) = c.quota {
-                held.push(c.quota_lock.lock().unwrap_or_else(|e| e.into_inner()));
-                zone.within_quota(quota, bytes)?;
-            }
-            zone = &c.parent;
+        for (zone, c, quota) in self.quotas() {
+            held.push(c.quota_lock.lock().unwrap_or_else(|e| e.into_inner()));
+            zone.within_quota(quota, bytes)?;
         }
         Ok(QuotaGuard { _held: held })
     }
@@ -167,14 +163,18 @@ impl Zone {
     /// [`Zone::check_quota`] again for the `bytes` a range really took
     /// (the pool rounds a request up), under the guard it returned.
     pub(crate) fn recheck_quota(&self, bytes: u64, _guard: &QuotaGuard<'_>) -> Result<()> {
-        let mut zone = self;
-        while let Some(c) = &zone.inner.child {
-            if let Some(quota) = c.quota {
-                zone.within_quota(quota, bytes)?;
-            }
-            zone = &c.parent;
-        }
-        Ok(())
+        self.quotas()
+            .try_for_each(|(zone, _, quota)| zone.within_quota(quota, bytes))
+    }
+
+    /// This zone and its parents that have a quota, child first.
+    fn quotas(&self) -> impl Iterator<Item = (&Zone, &ChildOf, u64)> {
+        std::iter::successors(Some(self), |z| z.inner.child.as_ref().map(|c| &c.parent)).filter_map(
+            |z| {
+                let c: &ChildOf = z.inner.child.as_deref()?;
+                Some((z, c, c.quota?))
+            },
+        )
     }
 
     fn within_quota(&self, quota: u64, bytes: u64) -> Result<()> {

@@ -102,15 +102,21 @@ impl Zone {
             tracking.registry.with_counts(|live, pending| {
                 let handles = Arc::strong_count(&self.inner);
                 if live == 0 {
-                    None
+                    Verdict::Nothing
                 } else if handles < live + extra {
                     // Fewer handles than entries: pending ones whose tensors
                     // have none yet, and maybe no user's left: wait for them.
-                    (pending > 0).then_some(Ok(false))
+                    if pending > 0 {
+                        Verdict::Wait
+                    } else {
+                        Verdict::Nothing
+                    }
                 } else if handles > live + extra {
-                    Some(Err(()))
+                    Verdict::MoreHandles
+                } else if pending > 0 {
+                    Verdict::Wait
                 } else {
-                    Some(Ok(pending == 0))
+                    Verdict::Report
                 }
             })
         };
@@ -119,20 +125,23 @@ impl Zone {
             // More handles than tensors: a user's, or for a moment an
             // exiting thread's, whose range cache gives its ranges back
             // through one. If one was, wait for those and count again.
-            Some(Err(())) if crate::local::returning() || crate::local::returned() != returned => {
+            Verdict::MoreHandles
+                if crate::local::returning() || crate::local::returned() != returned =>
+            {
                 crate::local::wait_returned();
                 verdict()
             }
             v => v,
         };
-        match verdict.and_then(|v| v.ok()) {
-            None => {}
-            Some(false) => tracking.leak_check_waits.store(true, Ordering::Release),
+        match verdict {
+            Verdict::Nothing | Verdict::MoreHandles => {}
+            Verdict::Wait => tracking.leak_check_waits.store(true, Ordering::Release),
             // Once per zone.
-            Some(true) if !tracking.leaks_reported.swap(true, Ordering::AcqRel) => {
-                self.report_leaks();
+            Verdict::Report => {
+                if !tracking.leaks_reported.swap(true, Ordering::AcqRel) {
+                    self.report_leaks();
+                }
             }
-            Some(true) => {}
         }
     }
 
@@ -181,6 +190,18 @@ fn leak_text(zone: &str, leaks: &[Leak]) -> String {
         );
     }
     out
+}
+
+/// What a leak check finds ([`Zone::report_leaks_if_unheld`]).
+enum Verdict {
+    /// No tracked tensor or arena is alive.
+    Nothing,
+    /// A handle beyond the tensors' and arenas': a user still holds one.
+    MoreHandles,
+    /// Entries whose tensors may not hold their handle yet: decide later.
+    Wait,
+    /// Only tensors and arenas hold the zone: report what they are.
+    Report,
 }
 
 impl Drop for Zone {

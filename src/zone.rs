@@ -1294,28 +1294,10 @@ impl Zone {
             Some(alloc) => DeviceRange { alloc },
             None => self.alloc_device_slow(&mut st, bytes)?,
         };
-        let mut size = range.size();
         if self.inner.child.is_some() {
             drop(st);
             if let Some(guard) = quota {
-                if let Err(e) = self.recheck_quota(size, guard) {
-                    // Rounded up past a quota: back unused, nothing counted.
-                    let mut st = self.lock();
-                    st.device.free(range.alloc);
-                    // A reused cached block may be up to a quarter larger
-                    // than a fresh one, which may fit.
-                    if size <= st.device.reserved_for(bytes) {
-                        return Err(e);
-                    }
-                    let fresh = self.alloc_device_slow(&mut st, bytes)?;
-                    drop(st);
-                    if let Err(e) = self.recheck_quota(fresh.size(), guard) {
-                        self.lock().device.free(fresh.alloc);
-                        return Err(e);
-                    }
-                    range = fresh;
-                    size = range.size();
-                }
+                range = self.fit_quota(range, bytes, guard)?;
             }
             // A child counts its own; its parent sums them in.
             let c = &self.inner.counters.tensors_created;
@@ -1324,6 +1306,7 @@ impl Zone {
             st.tensors_created += u64::from(by.tensor);
             drop(st);
         }
+        let size = range.size();
         self.trace(|| Event::Alloc {
             tier: by.tier,
             location: crate::residency::Location::Device,
@@ -1337,6 +1320,34 @@ impl Zone {
                 .add_pending(size, range.place());
         }
         Ok(range)
+    }
+
+    /// `range`, given to a child for `bytes`, if it fits the quotas
+    /// `guard` holds as rounded. Otherwise it goes back unused, nothing
+    /// counted; and as a reused cached block may be up to a quarter larger
+    /// than a fresh one, a fresh one is tried before the error.
+    fn fit_quota(
+        &self,
+        range: DeviceRange,
+        bytes: u64,
+        guard: &crate::child::QuotaGuard<'_>,
+    ) -> Result<DeviceRange> {
+        let Err(e) = self.recheck_quota(range.size(), guard) else {
+            return Ok(range);
+        };
+        let size = range.size();
+        let mut st = self.lock();
+        st.device.free(range.alloc);
+        if size <= st.device.reserved_for(bytes) {
+            return Err(e);
+        }
+        let fresh = self.alloc_device_slow(&mut st, bytes)?;
+        drop(st);
+        if let Err(e) = self.recheck_quota(fresh.size(), guard) {
+            self.lock().device.free(fresh.alloc);
+            return Err(e);
+        }
+        Ok(fresh)
     }
 
     /// The miss path: a new block, within the zone's limit.
