@@ -5,8 +5,9 @@
 //! range; this module moves bytes and keeps the counters straight. It runs
 //! with no pool lock held: a spill downloads, and a reload allocates.
 
-use std::sync::atomic::Ordering::Relaxed;
-use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
+use std::sync::{Arc, Mutex};
 
 use crate::error::{Error, Result};
 use crate::stats::HostDevice;
@@ -14,13 +15,38 @@ use crate::trace::{Event, Tier};
 use crate::track::{Cell, DevState, Pin, Victim};
 use crate::zone::{DevicePlace, DeviceRange, Use, Zone};
 
+/// One spill at a time per pool. A spill holds its victim's lock while it
+/// downloads, and a search for victims try-locks every tensor it looks at:
+/// two threads searching at once each saw the other's victims as busy, and
+/// both failed with `OutOfMemory` while one could have spilled.
+#[derive(Default)]
+pub(crate) struct Gate {
+    lock: Mutex<()>,
+    /// Spills done on this pool: a thread that waited at the gate while
+    /// another spilled tries the pool again before spilling more.
+    spills: AtomicU64,
+}
+
 impl Zone {
     /// Spills the least recently used spillable device copy of any zone
     /// that shares this zone's pool (its root and every child): `false`
-    /// when there is none.
+    /// when there is none. `true` also when another thread spilled while
+    /// this one waited for its turn: the caller tries the pool again.
+    ///
+    /// The gate is never held while waiting for a tensor's lock (victims
+    /// are only try-locked), so a caller holding one tensor's lock (a
+    /// reload) cannot deadlock with the thread at the gate.
     pub(crate) fn spill_one(&self) -> Result<bool> {
+        let zones = self.pool_zones();
+        let root = zones[0].clone();
+        let gate = &root.inner.tracking.spill_gate;
+        let seen = gate.spills.load(Acquire);
+        let _turn = gate.lock.lock().unwrap_or_else(|p| p.into_inner());
+        if gate.spills.load(Acquire) != seen {
+            return Ok(true);
+        }
         let mut found: Vec<(u64, Victim, Zone)> = Vec::new();
-        for zone in self.pool_zones() {
+        for zone in zones {
             for (last, v) in zone.inner.tracking.registry.spill_candidates() {
                 found.push((last, v, zone.clone()));
             }
@@ -29,13 +55,15 @@ impl Zone {
         found.sort_by_key(|f| f.0);
         for (_, victim, owner) in found {
             if owner.spill(&victim)? {
+                gate.spills.fetch_add(1, Release);
                 return Ok(true);
             }
         }
         Ok(false)
     }
 
-    /// The zones on this zone's pool: its root and all the root's children.
+    /// The zones on this zone's pool: its root first, then all the root's
+    /// children.
     fn pool_zones(&self) -> Vec<Zone> {
         let mut root = self.clone();
         while let Some(p) = root.parent().cloned() {

@@ -531,6 +531,9 @@ pub(crate) struct Tracking {
     /// A leak check found pending entries and waits for a tensor to take
     /// one over (see `Zone::report_leaks_if_unheld`).
     pub(crate) leak_check_waits: std::sync::atomic::AtomicBool,
+    /// Taken by every spill on this zone's pool, on the root zone's
+    /// (see [`crate::spill::Gate`]).
+    pub(crate) spill_gate: crate::spill::Gate,
 }
 
 /// What [`Zone::set_leak_hook`] takes.
