@@ -162,6 +162,12 @@ impl Pin {
         self.cell.busy.fetch_sub(1, Ordering::Release);
     }
 
+    /// Ends a [`Pin::hold`] whose kernel was never recorded: the copy may
+    /// spill at once.
+    pub(crate) fn cancel_hold(&self) {
+        self.cell.busy.fetch_sub(1, Ordering::Release);
+    }
+
     /// Records a binding taken at `mark` ([`Registry::binding_mark`]).
     pub(crate) fn mark_bound(&self, mark: u64) {
         let mut dev = self.cell.dev();

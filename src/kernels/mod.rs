@@ -190,14 +190,15 @@ fn relu_expr<T: Numeric>() -> String {
 
 /// Binds a kernel's operands in order (`binding = operand.method`), each
 /// held from spilling until [`finish!`]; when one fails, the holds already
-/// taken end before the error returns, so a failed kernel holds nothing.
+/// taken end before the error returns, so a failed kernel holds nothing
+/// and marks nothing bound.
 macro_rules! bind {
     (@held [$($held:ident)*]) => {};
     (@held [$($held:ident)*] $b:ident = $op:ident . $how:ident $(, $rb:ident = $rop:ident . $rhow:ident)*) => {
         let $b = match $op.$how() {
             Ok(b) => b,
             Err(e) => {
-                $( let _ = $held.operand_device_done(); )*
+                $( let _ = $held.operand_device_done(false); )*
                 return Err(e);
             }
         };
@@ -210,18 +211,20 @@ macro_rules! bind {
 
 /// After a kernel's dispatch `r`: ends the holds on its inputs' device
 /// copies, then marks the output written, or ends its hold too if the
-/// dispatch failed.
+/// dispatch failed. A failed dispatch was never recorded, so it marks
+/// nothing bound.
 macro_rules! finish {
     ($r:expr; $($input:ident),* => $out:ident) => {{
         let r: Result<()> = $r;
+        let recorded = r.is_ok();
         // Every hold ends, whatever fails; the first error is returned.
         #[allow(unused_mut)] // a fill has no inputs
         let mut done: Result<()> = Ok(());
-        $( done = done.and($input.operand_device_done()); )*
+        $( done = done.and($input.operand_device_done(recorded)); )*
         let out = match r {
             Ok(()) => $out.operand_device_written(),
             Err(e) => {
-                let _ = $out.operand_device_done();
+                let _ = $out.operand_device_done(false);
                 Err(e)
             }
         };

@@ -33,10 +33,11 @@ pub(crate) mod sealed {
         /// A binding of the device copy, made current first; the copy is
         /// held from spilling until [`In::operand_device_done`].
         fn operand_device_in(&mut self) -> Result<wgpu::BufferBinding<'_>>;
-        /// Ends the hold of `operand_device_in` once the kernel is
-        /// recorded; the binding's mark then keeps the copy from spilling
-        /// until the zone next waits for the device.
-        fn operand_device_done(&mut self) -> Result<()>;
+        /// Ends the hold of `operand_device_in`. Once the kernel is
+        /// `recorded`, the binding's mark then keeps the copy from spilling
+        /// until the zone next waits for the device; a kernel that failed
+        /// before it was recorded leaves the copy free to spill at once.
+        fn operand_device_done(&mut self, recorded: bool) -> Result<()>;
         /// Runs `f` on the host copy, made current first.
         fn operand_host_in<R>(&mut self, f: impl FnOnce(&[T]) -> R) -> Result<R>;
     }
@@ -71,8 +72,8 @@ macro_rules! storage_operand {
             fn operand_device_in(&mut self) -> Result<wgpu::BufferBinding<'_>> {
                 sync::binding_held(self)
             }
-            fn operand_device_done(&mut self) -> Result<()> {
-                sync::release_hold(self)
+            fn operand_device_done(&mut self, recorded: bool) -> Result<()> {
+                sync::release_hold(self, recorded)
             }
             fn operand_host_in<R>(&mut self, f: impl FnOnce(&[T]) -> R) -> Result<R> {
                 Ok(f(sync::as_slice(self)?))
@@ -112,8 +113,8 @@ impl<T: Element> sealed::In<T> for SharedTensor<T> {
     fn operand_device_in(&mut self) -> Result<wgpu::BufferBinding<'_>> {
         self.kernel_binding()
     }
-    fn operand_device_done(&mut self) -> Result<()> {
-        self.kernel_done()
+    fn operand_device_done(&mut self, recorded: bool) -> Result<()> {
+        self.kernel_done(recorded)
     }
     fn operand_host_in<R>(&mut self, f: impl FnOnce(&[T]) -> R) -> Result<R> {
         // A copy, not the lock: two clones of one shared tensor may be

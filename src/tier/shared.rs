@@ -424,9 +424,9 @@ impl<T: Element> SharedTensor<T> {
     }
 
     /// Ends the hold of [`SharedTensor::kernel_binding`].
-    pub(crate) fn kernel_done(&mut self) -> Result<()> {
+    pub(crate) fn kernel_done(&mut self, recorded: bool) -> Result<()> {
         self.kernel_buffer = None;
-        self.with(|t| sync::release_hold(t))
+        self.with(|t| sync::release_hold(t, recorded))
     }
 
     /// A new owned tensor with the same contents.

@@ -264,11 +264,17 @@ pub(crate) fn binding_held<T: Element>(s: &mut impl Storage<T>) -> Result<wgpu::
     bind(s, true, false)
 }
 
-/// Ends the hold of [`binding_held`] or [`binding_for_write`].
-pub(crate) fn release_hold<T: Element>(s: &mut impl Storage<T>) -> Result<()> {
+/// Ends the hold of [`binding_held`] or [`binding_for_write`]: with the
+/// kernel `recorded`, the copy may spill once the zone next waits for the
+/// device; a kernel never recorded does not keep it.
+pub(crate) fn release_hold<T: Element>(s: &mut impl Storage<T>, recorded: bool) -> Result<()> {
     let p = s.parts()?;
     if let Some(pin) = &p.pin {
-        pin.release_hold(p.zone.inner.tracking.registry.binding_mark());
+        if recorded {
+            pin.release_hold(p.zone.inner.tracking.registry.binding_mark());
+        } else {
+            pin.cancel_hold();
+        }
     }
     Ok(())
 }
