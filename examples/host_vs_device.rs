@@ -3,23 +3,30 @@
 //! `Box`, 64 MiB uploads against `queue.write_buffer`, `StagingBelt` and
 //! `memcpy`, readbacks against a fresh mapped buffer and `memcpy`, and the
 //! 1280×720 frame pipeline against plain wgpu creating its buffers each
-//! frame (and, on a CPU zone, against plain Rust allocating its `Vec`s
-//! each frame). Each figure is the median of several timed samples; ratios are
-//! peer / tensorzone for times and tensorzone / peer for GB/s and frames/s
-//! (above 1: tensorzone is faster).
+//! frame (and, on every machine, on the CPU backend against plain Rust
+//! allocating its `Vec`s each frame). Each figure is the median of several
+//! timed samples; ratios are peer / tensorzone for times and tensorzone /
+//! peer for GB/s and frames/s (above 1: tensorzone is faster).
 //!
 //! ```text
 //! cargo run --release --example host_vs_device
 //! cargo run --release --example host_vs_device -- --json figures.json
 //! ```
 //!
-//! Options: `--json FILE` (also write every figure to FILE as JSON; default
-//! none, the table only), `--help`.
+//! Options: `--json FILE` (also write every figure to FILE as one JSON
+//! object; default none, the table only), `--help`.
+//!
+//! The JSON object has the same keys on every machine, each `GROUP/NAME`
+//! with exactly one `/`: GROUP is the table's figure (`upload 64MiB`), NAME
+//! is `tensorzone_UNIT`, `PEER_UNIT` or `PEER_ratio`, and UNIT is `ns`,
+//! `gbps` (10^9 bytes/s) or `fps` (frames/s). A figure this machine did not
+//! measure (its peer skipped, or the pool's other peer) is `null`.
 //!
 //! Without a GPU adapter (or with `TENSORZONE_BACKEND=cpu`) the wgpu peers
 //! are skipped, with the reason printed, and the rest runs on the CPU
-//! backend. The criterion benches (`cargo bench`) measure the same things
-//! with more samples; BENCHMARKS.md has their results.
+//! backend; the pool is then compared with a zeroed `Vec` instead of
+//! `create_buffer`. The criterion benches (`cargo bench`) measure the same
+//! things with more samples; BENCHMARKS.md has their results.
 
 #[path = "common/cli.rs"]
 mod cli;
@@ -57,20 +64,109 @@ fn median_ns(samples: usize, iters: usize, mut f: impl FnMut()) -> f64 {
     v[v.len() / 2]
 }
 
-/// Figures by name, in the order measured, and the table's rows.
-#[derive(Default)]
+/// The unit of a figure.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Unit {
+    Ns,
+    Gbps,
+    Fps,
+}
+
+impl Unit {
+    /// As the JSON keys end: no `/`, which separates a key's group from
+    /// its name.
+    fn key(self) -> &'static str {
+        match self {
+            Unit::Ns => "ns",
+            Unit::Gbps => "gbps",
+            Unit::Fps => "fps",
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            Unit::Ns => "ns",
+            Unit::Gbps => "GB/s",
+            Unit::Fps => "fps",
+        }
+    }
+}
+
+/// Every figure the JSON holds, measured or not, so that its keys are the
+/// same on every machine: each group (the table's figure), its unit and
+/// the peers it can be compared with.
+const FIGURES: &[(&str, Unit, &[&str])] = &[
+    ("pool alloc+free 256B", Unit::Ns, POOL_PEERS),
+    ("pool alloc+free 64KiB", Unit::Ns, POOL_PEERS),
+    ("pool alloc+free 4MiB", Unit::Ns, POOL_PEERS),
+    ("arena alloc 32B", Unit::Ns, &["bumpalo", "box"]),
+    ("upload 64MiB", Unit::Gbps, &["memcpy", "write_buffer"]),
+    ("upload 64MiB pinned", Unit::Gbps, &["staging_belt"]),
+    ("readback 64MiB", Unit::Gbps, READBACK_PEERS),
+    ("frames 1280x720 CPU", Unit::Fps, &["per_frame_vecs"]),
+    ("frames 1280x720", Unit::Fps, &["per_frame_buffers"]),
+];
+
+/// `create_buffer` on a GPU zone, `vec_zeroed` on a CPU one.
+const POOL_PEERS: &[&str] = &["create_buffer", "vec_zeroed"];
+const READBACK_PEERS: &[&str] = &["memcpy", "fresh_map_buffer"];
+
+fn key(group: &str, name: &str) -> String {
+    debug_assert!(!group.contains('/') && !name.contains('/'));
+    format!("{group}/{name}")
+}
+
+/// Figures by key (`None` until measured), and the table's rows in the
+/// order measured.
 struct Figures {
-    values: BTreeMap<String, f64>,
+    values: BTreeMap<String, Option<f64>>,
     rows: Vec<String>,
 }
 
 impl Figures {
+    fn new() -> Figures {
+        let mut values = BTreeMap::new();
+        for &(group, unit, peers) in FIGURES {
+            values.insert(key(group, &format!("tensorzone_{}", unit.key())), None);
+            for peer in peers {
+                values.insert(key(group, &format!("{peer}_{}", unit.key())), None);
+                values.insert(key(group, &format!("{peer}_ratio")), None);
+            }
+        }
+        Figures {
+            values,
+            rows: Vec::new(),
+        }
+    }
+
+    /// Sets a figure of [`FIGURES`]; any other is a mistake in this file,
+    /// which would make the JSON's keys depend on the machine again.
+    fn set(&mut self, group: &str, name: &str, value: f64) {
+        let k = key(group, name);
+        match self.values.get_mut(&k) {
+            Some(slot) => *slot = Some(value),
+            None => panic!("figure {k:?} is not in FIGURES"),
+        }
+    }
+
+    /// Records tensorzone's figure and a peer's, and their ratio.
+    fn record(
+        &mut self,
+        group: &str,
+        unit: Unit,
+        ours: f64,
+        peer_name: &str,
+        peer: f64,
+        ratio: f64,
+    ) {
+        self.set(group, &format!("tensorzone_{}", unit.key()), ours);
+        self.set(group, &format!("{peer_name}_{}", unit.key()), peer);
+        self.set(group, &format!("{peer_name}_ratio"), ratio);
+    }
+
     /// A time (ns) of tensorzone against a peer's: both, and the ratio.
     fn times(&mut self, name: &str, ours: f64, peer_name: &str, peer: f64) {
-        self.values.insert(format!("{name}/tensorzone_ns"), ours);
-        self.values.insert(format!("{name}/{peer_name}_ns"), peer);
-        self.values
-            .insert(format!("{name}/{peer_name}_ratio"), peer / ours);
+        self.record(name, Unit::Ns, ours, peer_name, peer, peer / ours);
         self.rows.push(format!(
             "{name:<22} {:>14} {peer_name:<18} {:>14} {:>8.2}x",
             fmt_ns(ours),
@@ -80,18 +176,24 @@ impl Figures {
     }
 
     /// A rate (GB/s or frames/s) of tensorzone against a peer's.
-    fn rates(&mut self, name: &str, unit: &str, ours: f64, peer_name: &str, peer: f64) {
-        self.values
-            .insert(format!("{name}/tensorzone_{unit}"), ours);
-        self.values
-            .insert(format!("{name}/{peer_name}_{unit}"), peer);
-        self.values
-            .insert(format!("{name}/{peer_name}_ratio"), ours / peer);
+    fn rates(&mut self, name: &str, unit: Unit, ours: f64, peer_name: &str, peer: f64) {
+        self.record(name, unit, ours, peer_name, peer, ours / peer);
+        let label = unit.label();
         self.rows.push(format!(
-            "{name:<22} {:>9.2} {unit:<4} {peer_name:<18} {:>9.2} {unit:<4} {:>8.2}x",
+            "{name:<22} {:>9.2} {label:<4} {peer_name:<18} {:>9.2} {label:<4} {:>8.2}x",
             ours,
             peer,
             ours / peer
+        ));
+    }
+
+    /// A rate of tensorzone whose peers are skipped: measured all the
+    /// same, so the JSON has it rather than `null`.
+    fn rate_alone(&mut self, name: &str, unit: Unit, ours: f64) {
+        self.set(name, &format!("tensorzone_{}", unit.key()), ours);
+        self.rows.push(format!(
+            "{name:<22} {ours:>9.2} {:<4} (no peer)",
+            unit.label()
         ));
     }
 
@@ -185,7 +287,7 @@ fn transfers(f: &mut Figures, zone: &Zone) -> Result<(), Box<dyn Error>> {
     });
     f.rates(
         "upload 64MiB",
-        "GB/s",
+        Unit::Gbps,
         gbps(write_device),
         "memcpy",
         gbps(memcpy),
@@ -196,12 +298,13 @@ fn transfers(f: &mut Figures, zone: &Zone) -> Result<(), Box<dyn Error>> {
     });
     f.rates(
         "readback 64MiB",
-        "GB/s",
+        Unit::Gbps,
         gbps(as_slice),
         "memcpy",
         gbps(memcpy),
     );
     let (Some(device), Some(queue)) = (zone.wgpu_device(), zone.wgpu_queue()) else {
+        f.rate_alone("upload 64MiB pinned", Unit::Gbps, gbps(upload_pinned));
         f.skipped("wgpu transfer peers", "no GPU backend");
         return Ok(());
     };
@@ -224,7 +327,7 @@ fn transfers(f: &mut Figures, zone: &Zone) -> Result<(), Box<dyn Error>> {
     });
     f.rates(
         "upload 64MiB",
-        "GB/s",
+        Unit::Gbps,
         gbps(write_device),
         "write_buffer",
         gbps(write_buffer),
@@ -242,7 +345,7 @@ fn transfers(f: &mut Figures, zone: &Zone) -> Result<(), Box<dyn Error>> {
     });
     f.rates(
         "upload 64MiB pinned",
-        "GB/s",
+        Unit::Gbps,
         gbps(upload_pinned),
         "staging_belt",
         gbps(staging_belt),
@@ -265,7 +368,7 @@ fn transfers(f: &mut Figures, zone: &Zone) -> Result<(), Box<dyn Error>> {
     });
     f.rates(
         "readback 64MiB",
-        "GB/s",
+        Unit::Gbps,
         gbps(as_slice),
         "fresh_map_buffer",
         gbps(fresh),
@@ -288,7 +391,7 @@ fn frames(f: &mut Figures, zone: &Zone) {
     });
     f.rates(
         "frames 1280x720 CPU",
-        "fps",
+        Unit::Fps,
         1e9 / ours,
         "per_frame_vecs",
         1e9 / peer,
@@ -308,7 +411,7 @@ fn frames(f: &mut Figures, zone: &Zone) {
     });
     f.rates(
         "frames 1280x720",
-        "fps",
+        Unit::Fps,
         1e9 / ours,
         "per_frame_buffers",
         1e9 / peer,
@@ -343,7 +446,7 @@ fn run() -> Result<(), Box<dyn Error>> {
     if zone.tracks_tensors() {
         println!("note: this zone tracks tensors (a debug build, or TENSORZONE_TRACK=1); release builds time the untracked fast path");
     }
-    let mut f = Figures::default();
+    let mut f = Figures::new();
     pool(&mut f, &zone);
     arena(&mut f, &zone);
     transfers(&mut f, &zone)?;

@@ -15,11 +15,14 @@
 //! at 1280x720; at most 16384 pixels a side, and at 4 bytes a pixel a
 //! frame must fit the adapter's largest storage binding), `--sigma S`
 //! (blur, default 2.0), `--trace FILE` (default `OUTPUT/trace.json`, the
-//! first `--trace-frames N` frames, default 3; 0 writes none), `--help`.
+//! first `--trace-frames N` frames, default 3; 0 writes none; a named pipe
+//! or other non-regular file is refused), `--help`. Bad output or trace
+//! paths fail before the first frame and leave no folder behind.
 
 #[path = "../common/cli.rs"]
 mod cli;
 mod input;
+mod outputs;
 
 use std::error::Error;
 use std::io::Write as _;
@@ -173,14 +176,6 @@ fn check_frame_size(zone: &Zone, width: u32, height: u32) -> Result<(), String> 
     ))
 }
 
-/// Creates `dir` and its parents; the empty path is the current folder.
-fn create_folder(dir: &Path) -> Result<(), String> {
-    if dir.as_os_str().is_empty() {
-        return Ok(());
-    }
-    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create folder {}: {e}", dir.display()))
-}
-
 /// The `frame i/n` line, redrawn in place. Whatever else is printed while
 /// it shows must end it first, or lands glued onto its end.
 #[derive(Default)]
@@ -235,15 +230,10 @@ fn run() -> Result<(), Box<dyn Error>> {
     if inputs.is_none() {
         check_frame_size(&zone, args.width, args.height)?;
     }
-    // After the input and the size are known good, and the trace before
-    // the output: a bad one leaves no empty folder.
-    if args.trace_frames > 0 {
-        if let Some(dir) = trace_path.parent() {
-            create_folder(dir)?;
-        }
-        cli::check_writable("trace ", &trace_path)?;
-    }
-    create_folder(&args.output)?;
+    // Only once the input and the size are known good: a bad one then
+    // leaves no folder behind.
+    let trace = (args.trace_frames > 0).then_some(trace_path.as_path());
+    outputs::prepare(&args.output, trace)?;
     let total = inputs.as_ref().map_or(args.frames, Vec::len);
     match &args.input {
         Some(dir) => println!("input: {total} files in {}", dir.display()),
