@@ -359,12 +359,11 @@ fn image_kernels_match_the_reference() {
     let mut rng = Rng(1234);
     for zone in common::zones() {
         let k = zone.kernels();
-        // Sizes below, at and past the 8 outputs a blur or Sobel
-        // invocation writes, with lines shorter and longer than the blur.
-        // 44 = 32 + 7 + 5 puts a blur invocation (radius 5) exactly at the
-        // last one whose taps all fit; radius 9 and radius 1 put one
-        // exactly at the first (along = 8 and along = 0 are multiples of
-        // 8 past R - 1).
+        // Sizes below, at and past the 16 outputs a blur invocation writes
+        // and the 8 × 4 block a Sobel one writes, with partial blocks at
+        // every remainder of 4 rows and most of 8 and 16 columns, and lines
+        // shorter and longer than the blur (radius 1 to 12), so that
+        // invocations clamp at one edge, both edges or neither.
         let cases = [
             (1, 1, 1.5),
             (5, 7, 1.5),
@@ -679,18 +678,22 @@ fn batched_kernels_stay_in_order_with_transfers_and_own_work() {
     }
 }
 
-/// Past what one GPU dispatch covers (65,535 workgroups of 16 rows), the
-/// image kernels and matmul name the dimension; the CPU backend has no
-/// such limit.
+/// Past what one GPU dispatch covers (65,535 workgroups of 16 rows of
+/// invocations; a Sobel invocation covers 4 rows), the image kernels and
+/// matmul name the dimension; the CPU backend has no such limit.
 #[test]
 fn a_dimension_past_one_dispatch_is_named_in_the_error() {
     const TALL: usize = 1_100_000;
+    const SOBEL_TALL: usize = 4_200_000;
     for zone in common::zones() {
         let k = zone.kernels();
         let b = zone.backend();
+        let mut src = Tensor::<f32>::zeros(&zone, [SOBEL_TALL, 2], Location::Device).unwrap();
+        let mut dst = out::<f32>(&zone, &[SOBEL_TALL, 2]);
+        let r = k.sobel(&mut src, &mut dst);
+        drop((src, dst));
         let mut src = Tensor::<f32>::zeros(&zone, [TALL, 2], Location::Device).unwrap();
         let mut dst = out::<f32>(&zone, &[TALL, 2]);
-        let r = k.sobel(&mut src, &mut dst);
         let r2 = k.gaussian_blur(&mut src, &mut dst, 1.0);
         let mut a = out::<f32>(&zone, &[TALL, 1]);
         let mut one = dev(&zone, &[1, 1], &[2.0f32]);
@@ -701,7 +704,7 @@ fn a_dimension_past_one_dispatch_is_named_in_the_error() {
             continue;
         }
         for (r, what) in [
-            (r, "a height of 1100000"),
+            (r, "a height of 4200000"),
             (r2, "a height of 1100000"),
             (r3, "a height of a of 1100000"),
         ] {

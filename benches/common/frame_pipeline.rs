@@ -202,27 +202,27 @@ impl Plain {
         let p_u8 = self.params(&[n.div_ceil(4) as u32, n as u32]);
         let mut enc = self.device.create_command_encoder(&Default::default());
         self.pass(&mut enc, &self.gray, &[&input, &gray, &p_gray], flat);
-        // The blur and Sobel kernels write 8 outputs per invocation (see
-        // `Kernel::GaussianBlur` and `Kernel::Sobel`).
-        let eighths = |n: usize| (n as u32).div_ceil(8).div_ceil(16);
-        let (w16, h16) = ((w as u32).div_ceil(16), (h as u32).div_ceil(16));
+        // A blur invocation writes 16 outputs along its pass, a Sobel one
+        // a block of 8 columns by 4 rows (see `Kernel::GaussianBlur` and
+        // `Kernel::Sobel`); workgroups are 16 × 16.
+        let groups = |x: usize, y: usize| ((x as u32).div_ceil(16), (y as u32).div_ceil(16));
         self.pass(
             &mut enc,
             &self.blur,
             &[&gray, &tmp, &p_rows],
-            (eighths(w), h16),
+            groups(w.div_ceil(16), h),
         );
         self.pass(
             &mut enc,
             &self.blur,
             &[&tmp, &blurred, &p_cols],
-            (w16, eighths(h)),
+            groups(w, h.div_ceil(16)),
         );
         self.pass(
             &mut enc,
             &self.sobel,
             &[&blurred, &edges, &p_sobel],
-            (eighths(w), h16),
+            groups(w.div_ceil(8), h.div_ceil(4)),
         );
         let words = ((n.div_ceil(4)) as u32).div_ceil(256);
         self.pass(&mut enc, &self.to_u8, &[&edges, &bytes, &p_u8], (words, 1));

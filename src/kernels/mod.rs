@@ -22,8 +22,8 @@
 //! Sizes on the GPU: every tensor a kernel binds must fit the adapter's
 //! `max_storage_buffer_binding_size` ([`crate::Zone::max_binding_size`]), and
 //! one dispatch covers at most 65,535 × 16 = 1,048,560 rows of an image
-//! (and columns of the blur's column pass), or rows of `a` and columns of
-//! `b` in `matmul`; past those a kernel returns
+//! (4 times as many for `sobel`; and columns of the blur's column pass),
+//! or rows of `a` and columns of `b` in `matmul`; past those a kernel returns
 //! [`Error::InvalidArgument`] naming the dimension. The CPU backend has
 //! neither limit.
 //!
@@ -216,11 +216,10 @@ macro_rules! bind {
 macro_rules! finish {
     ($r:expr; $($input:ident),* => $out:ident) => {{
         let r: Result<()> = $r;
-        let recorded = r.is_ok();
         // Every hold ends, whatever fails; the first error is returned.
         #[allow(unused_mut)] // a fill has no inputs
         let mut done: Result<()> = Ok(());
-        $( done = done.and($input.operand_device_done(recorded)); )*
+        $( done = done.and($input.operand_device_done(r.is_ok())); )*
         let out = match r {
             Ok(()) => $out.operand_device_written(),
             Err(e) => {
@@ -905,7 +904,7 @@ impl<'z> Kernels<'z> {
             Some(g) => {
                 let params = [param(op, w)?, param(op, h)?];
                 let sides = [("width", w), ("height", h)];
-                let groups = groups_2d(op, w.div_ceil(SOBEL_OUTPUTS), h, sides)?;
+                let groups = groups_2d(op, w.div_ceil(SOBEL_COLS), h.div_ceil(SOBEL_ROWS), sides)?;
                 bind!(s = src.operand_device_in, d = dst.operand_device_out);
                 finish!(self.run(g, op, sobel_source, &[s, d], &params, groups); src => dst)
             }
@@ -965,59 +964,96 @@ fn bits<T: Numeric>(v: T) -> u32 {
 }
 
 /// Outputs each blur invocation writes along its pass.
-const BLUR_OUTPUTS: usize = 8;
+const BLUR_OUTPUTS: usize = 16;
 
-/// The blur kernel for `weights`: each pass's taps written out as
-/// straight-line sums, weights as exact constants, in the reference's
-/// order.
+/// `base + d` in WGSL, for a signed literal `d`.
+fn offset(base: &str, d: i64) -> String {
+    match d {
+        0 => base.to_string(),
+        d if d < 0 => format!("{base} - {}", -d),
+        d => format!("{base} + {d}"),
+    }
+}
+
+/// The blur kernel for `weights`: each pass's clamped loads and sums
+/// written out as straight-line code, weights as exact constants, in the
+/// reference's order.
 fn blur_source(weights: &ndarray::Array1<f32>) -> String {
-    let r = weights.len() / 2;
+    let r = (weights.len() / 2) as i64;
     let wt = |t: usize| format!("bitcast<f32>({}u)", weights[t].to_bits());
     let n = BLUR_OUTPUTS;
-    let mut interior = String::new();
-    for k in 0..n + 2 * r {
-        interior += &format!("        let v{k} = src[start + {k}u * step];\n");
+    let mut body = String::new();
+    for k in 0..n as i64 + 2 * r {
+        let pos = offset("along", k - r);
+        body += &format!("    let v{k} = src[first + u32(clamp({pos}, 0, last)) * step];\n");
     }
     for j in 0..n {
         let sum: Vec<String> = (0..weights.len())
             .map(|t| format!("{} * v{}", wt(t), j + t))
             .collect();
-        interior += &format!("        dst[at + {j}u * step] = {};\n", sum.join(" + "));
+        let store = format!("dst[at + {j}u * step] = {};", sum.join(" + "));
+        body += &match j {
+            // The invocation's first output is on the line: `main` returned otherwise.
+            0 => format!("    {store}\n"),
+            _ => format!("    if (along + {j} <= last) {{\n        {store}\n    }}\n"),
+        };
     }
-    let tap_sum: Vec<String> = (0..weights.len())
-        .map(|t| {
-            let d = t as i64 - r as i64;
-            format!("{} * tap(first, step, len, a + {d})", wt(t))
-        })
-        .collect();
-    BLUR.replace("{{RADIUS}}", &r.to_string())
-        .replace("{{OUTPUTS}}", &n.to_string())
-        .replace("{{INTERIOR}}", interior.trim_end())
-        .replace("{{TAP_SUM}}", &tap_sum.join(" + "))
+    BLUR.replace("{{OUTPUTS}}", &n.to_string())
+        .replace("{{BODY}}", body.trim_end())
 }
 
-/// Outputs each Sobel invocation writes along its row.
-const SOBEL_OUTPUTS: usize = 8;
+/// Columns and rows of the block of outputs each Sobel invocation writes.
+const SOBEL_COLS: usize = 8;
+const SOBEL_ROWS: usize = 4;
 
-/// The Sobel kernel with its interior case written out: three rows of
-/// `SOBEL_OUTPUTS + 2` loads, then each output's magnitude.
+/// The Sobel kernel with its block written out: the clamped rows and
+/// columns around it, its loads, then each output's magnitude.
 fn sobel_source() -> String {
-    let n = SOBEL_OUTPUTS;
-    let mut interior = String::new();
-    for (row, base) in [("a", "above"), ("b", "here"), ("c", "below")] {
-        for k in 0..n + 2 {
-            interior += &format!("        let {row}{k} = src[{base} + {k}u];\n");
+    let (cols, rows) = (SOBEL_COLS, SOBEL_ROWS);
+    let mut body = String::new();
+    for i in 0..rows + 2 {
+        let y = offset("y0", i as i64 - 1);
+        body += &format!("    let r{i} = u32(clamp({y}, 0, hl)) * w;\n");
+    }
+    for k in 0..cols + 2 {
+        let x = offset("x0", k as i64 - 1);
+        body += &format!("    let c{k} = u32(clamp({x}, 0, wl));\n");
+    }
+    for i in 0..rows + 2 {
+        for k in 0..cols + 2 {
+            body += &format!("    let p{i}_{k} = src[r{i} + c{k}];\n");
         }
     }
-    for j in 0..n {
-        let (l, m, r) = (j, j + 1, j + 2);
-        interior += &format!(
-            "        dst[at + {j}u] = magnitude(a{l}, a{m}, a{r}, b{l}, b{r}, c{l}, c{m}, c{r});\n"
-        );
+    for i in 0..rows {
+        for j in 0..cols {
+            let (a, b, c) = (i, i + 1, i + 2);
+            let (l, m, r) = (j, j + 1, j + 2);
+            let store = format!(
+                "dst[u32({y}) * w + u32({x})] = magnitude(p{a}_{l}, p{a}_{m}, p{a}_{r}, p{b}_{l}, p{b}_{r}, p{c}_{l}, p{c}_{m}, p{c}_{r});",
+                y = offset("y0", i as i64),
+                x = offset("x0", j as i64),
+            );
+            // The block's first output is in the image: `main` returned otherwise.
+            let mut conds = Vec::new();
+            if i > 0 {
+                conds.push(format!("{} <= hl", offset("y0", i as i64)));
+            }
+            if j > 0 {
+                conds.push(format!("{} <= wl", offset("x0", j as i64)));
+            }
+            body += &match conds.is_empty() {
+                true => format!("    {store}\n"),
+                false => format!(
+                    "    if ({}) {{\n        {store}\n    }}\n",
+                    conds.join(" && ")
+                ),
+            };
+        }
     }
     SOBEL
-        .replace("{{OUTPUTS}}", &n.to_string())
-        .replace("{{INTERIOR}}", interior.trim_end())
+        .replace("{{COLS}}", &cols.to_string())
+        .replace("{{ROWS}}", &rows.to_string())
+        .replace("{{BODY}}", body.trim_end())
 }
 
 fn elementwise_source<T: Numeric>(expr: &str) -> String {
@@ -1067,16 +1103,16 @@ pub enum Kernel {
     Grayscale,
     /// One pass of [`Kernels::gaussian_blur`]: `src`, `dst`, params
     /// `[width, height, radius, dir]` (dir 0 along rows, 1 along
-    /// columns). Each invocation writes 8 consecutive outputs along its
-    /// pass: 16 × 16 workgroups over (ceil(width / 8), height) along rows
-    /// and (width, ceil(height / 8)) along columns.
+    /// columns). Each invocation writes 16 consecutive outputs along its
+    /// pass: 16 × 16 workgroups over (ceil(width / 16), height) along rows
+    /// and (width, ceil(height / 16)) along columns.
     GaussianBlur {
         /// The blur's standard deviation.
         sigma: f32,
     },
     /// [`Kernels::sobel`]: `src`, `dst`, params `[width, height]`. Each
-    /// invocation writes 8 consecutive outputs of a row: 16 × 16
-    /// workgroups over (ceil(width / 8), height).
+    /// invocation writes a block of 8 columns by 4 rows: 16 × 16
+    /// workgroups over (ceil(width / 8), ceil(height / 4)).
     Sobel,
 }
 
