@@ -977,7 +977,9 @@ fn offset(base: &str, d: i64) -> String {
 
 /// The blur kernel for `weights`: each pass's clamped loads and sums
 /// written out as straight-line code, weights as exact constants, in the
-/// reference's order.
+/// reference's order; then the stores, unguarded when all the outputs are
+/// on the line (all but an invocation at its end: one guard per store
+/// cost the pass a fifth on lavapipe).
 fn blur_source(weights: &ndarray::Array1<f32>) -> String {
     let r = (weights.len() / 2) as i64;
     let wt = |t: usize| format!("bitcast<f32>({}u)", weights[t].to_bits());
@@ -987,17 +989,27 @@ fn blur_source(weights: &ndarray::Array1<f32>) -> String {
         let pos = offset("along", k - r);
         body += &format!("    let v{k} = src[first + u32(clamp({pos}, 0, last)) * step];\n");
     }
+    let mut stores = Vec::new();
     for j in 0..n {
         let sum: Vec<String> = (0..weights.len())
             .map(|t| format!("{} * v{}", wt(t), j + t))
             .collect();
-        let store = format!("dst[at + {j}u * step] = {};", sum.join(" + "));
+        let sum = sum.join(" + ");
+        body += &format!("    let o{j} = {sum};\n");
+        stores.push(format!("dst[at + {j}u * step] = o{j};"));
+    }
+    body += &format!("    if (along + {} <= last) {{\n", n - 1);
+    for st in &stores {
+        body += &format!("        {st}\n");
+    }
+    body += "    } else {\n";
+    for (j, st) in stores.iter().enumerate() {
         body += &match j {
-            // The invocation's first output is on the line: `main` returned otherwise.
-            0 => format!("    {store}\n"),
-            _ => format!("    if (along + {j} <= last) {{\n        {store}\n    }}\n"),
+            0 => format!("        {st}\n"),
+            _ => format!("        if (along + {j} <= last) {{\n            {st}\n        }}\n"),
         };
     }
+    body += "    }\n";
     BLUR.replace("{{OUTPUTS}}", &n.to_string())
         .replace("{{BODY}}", body.trim_end())
 }
@@ -1033,7 +1045,9 @@ fn sobel_source() -> String {
                 y = offset("y0", i as i64),
                 x = offset("x0", j as i64),
             );
-            // The block's first output is in the image: `main` returned otherwise.
+            // The block's first output is in the image: `main` returned
+            // otherwise. (Unguarded stores for whole blocks, as the blur
+            // has, made it slower here: the block's 32 results live at once.)
             let mut conds = Vec::new();
             if i > 0 {
                 conds.push(format!("{} <= hl", offset("y0", i as i64)));
