@@ -28,19 +28,25 @@ pub(crate) struct Gate {
 }
 
 impl Zone {
+    /// The pool's spill count, read before a try at the pool that
+    /// [`Zone::spill_one`] may follow.
+    pub(crate) fn spills_seen(&self) -> u64 {
+        self.root().inner.tracking.spill_gate.spills.load(Acquire)
+    }
+
     /// Spills the least recently used spillable device copy of any zone
     /// that shares this zone's pool (its root and every child): `false`
-    /// when there is none. `true` also when another thread spilled while
-    /// this one waited for its turn: the caller tries the pool again.
+    /// when there is none. `true` also when another thread spilled since
+    /// the caller read `seen` ([`Zone::spills_seen`], before its failed
+    /// try at the pool): the caller tries the pool again.
     ///
     /// The gate is never held while waiting for a tensor's lock (victims
     /// are only try-locked), so a caller holding one tensor's lock (a
     /// reload) cannot deadlock with the thread at the gate.
-    pub(crate) fn spill_one(&self) -> Result<bool> {
+    pub(crate) fn spill_one(&self, seen: u64) -> Result<bool> {
         let zones = self.pool_zones();
         let root = zones[0].clone();
         let gate = &root.inner.tracking.spill_gate;
-        let seen = gate.spills.load(Acquire);
         let _turn = gate.lock.lock().unwrap_or_else(|p| p.into_inner());
         if gate.spills.load(Acquire) != seen {
             return Ok(true);
@@ -62,14 +68,19 @@ impl Zone {
         Ok(false)
     }
 
-    /// The zones on this zone's pool: its root first, then all the root's
-    /// children.
-    fn pool_zones(&self) -> Vec<Zone> {
+    /// The zone whose pool this zone uses: itself, or its parents' root.
+    fn root(&self) -> Zone {
         let mut root = self.clone();
         while let Some(p) = root.parent().cloned() {
             root = p;
         }
-        let mut out = vec![root];
+        root
+    }
+
+    /// The zones on this zone's pool: its root first, then all the root's
+    /// children.
+    fn pool_zones(&self) -> Vec<Zone> {
+        let mut out = vec![self.root()];
         let mut i = 0;
         while i < out.len() {
             let kids = out[i].live_children();

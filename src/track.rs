@@ -159,7 +159,7 @@ impl Pin {
     /// may spill once the zone has next waited for the device.
     pub(crate) fn release_hold(&self, mark: u64) {
         self.mark_bound(mark);
-        self.cell.busy.fetch_sub(1, Ordering::Release);
+        self.cancel_hold();
     }
 
     /// Ends a [`Pin::hold`] whose kernel was never recorded: the copy may

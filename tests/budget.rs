@@ -379,18 +379,35 @@ fn labels_stay_exact_while_other_threads_spill() {
                 let zone = zone.clone();
                 let together = together.clone();
                 std::thread::spawn(move || {
+                    use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
+                    // A failing thread still meets the other at every
+                    // barrier (else the other would wait there for ever),
+                    // and fails once the rounds are done.
+                    let mut failed = None;
                     for round in 0..20 {
-                        let mut ts: Vec<Tensor<u32>> = (0..5)
-                            .map(|i| {
-                                device_tensor(&zone, w * 100 + i)
-                                    .with_label(if round % 2 == 0 { "even" } else { "odd" })
-                                    .unwrap()
-                            })
-                            .collect();
+                        let made = catch_unwind(AssertUnwindSafe(|| {
+                            (0..5)
+                                .map(|i| {
+                                    device_tensor(&zone, w * 100 + i)
+                                        .with_label(if round % 2 == 0 { "even" } else { "odd" })
+                                        .unwrap()
+                                })
+                                .collect::<Vec<Tensor<u32>>>()
+                        }));
                         together.wait();
-                        ts[0].set_label("moved").unwrap();
-                        ts[1].drop_device_copy().unwrap();
-                        assert_eq!(ts[2].to_vec().unwrap(), pattern(w * 100 + 2));
+                        let used = made.and_then(|mut ts| {
+                            catch_unwind(AssertUnwindSafe(|| {
+                                ts[0].set_label("moved").unwrap();
+                                ts[1].drop_device_copy().unwrap();
+                                assert_eq!(ts[2].to_vec().unwrap(), pattern(w * 100 + 2));
+                            }))
+                        });
+                        if let Err(p) = used {
+                            failed.get_or_insert(p);
+                        }
+                    }
+                    if let Some(p) = failed {
+                        resume_unwind(p);
                     }
                 })
             })

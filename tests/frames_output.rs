@@ -104,3 +104,15 @@ fn a_named_pipe_or_device_trace_is_taken_without_blocking() {
     assert!(kind.is_fifo(), "the pipe is left as it was");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn an_output_path_that_is_a_file_is_refused() {
+    let dir = folder("file-output");
+    let file = dir.join("out.png");
+    std::fs::write(&file, "a regular file").unwrap();
+    let err = outputs::prepare(&file, None).unwrap_err();
+    assert!(err.starts_with("cannot create folder"), "{err}");
+    assert!(err.contains("not a folder"), "{err}");
+    assert_eq!(std::fs::read(&file).unwrap(), b"a regular file");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -16,7 +16,7 @@
 //! frame must fit the adapter's largest storage binding), `--sigma S`
 //! (blur, default 2.0), `--trace FILE` (default `OUTPUT/trace.json`, the
 //! first `--trace-frames N` frames, default 3; 0 writes none; a named pipe
-//! or other non-regular file is refused), `--help`. Bad output or trace
+//! or a device is written as it is, a folder or a socket refused), `--help`. Bad output or trace
 //! paths fail before the first frame and leave no folder behind.
 
 #[path = "../common/cli.rs"]

@@ -48,5 +48,11 @@ fn create_folder(dir: &Path, created: &mut Vec<PathBuf>) -> Result<(), String> {
             Err(e) => return Err(format!("cannot create folder {}: {e}", d.display())),
         }
     }
+    if !dir.as_os_str().is_empty() && !dir.is_dir() {
+        return Err(format!(
+            "cannot create folder {}: a file that is not a folder is there",
+            dir.display()
+        ));
+    }
     Ok(())
 }

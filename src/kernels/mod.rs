@@ -264,7 +264,7 @@ fn groups_2d(op: &'static str, w: usize, h: usize, sides: [(&str, usize); 2]) ->
                 op,
                 detail: format!(
                     "a {side} of {n} is more than one GPU dispatch covers \
-                     ({MAX_GROUPS} workgroups of 16 along it); split the tensor"
+                     ({MAX_GROUPS} workgroups of 16 invocations along it); split the tensor"
                 ),
             });
         }

@@ -295,12 +295,8 @@ pub(crate) fn binding_for_write<T: Element>(
 /// Records that a kernel overwrote every element of the device copy, and
 /// ends its hold.
 pub(crate) fn kernel_wrote_device<T: Element>(s: &mut impl Storage<T>) -> Result<()> {
-    let p = s.parts()?;
-    p.state.device_written();
-    if let Some(pin) = &p.pin {
-        pin.release_hold(p.zone.inner.tracking.registry.binding_mark());
-    }
-    Ok(())
+    s.parts()?.state.device_written();
+    release_hold(s, true)
 }
 
 /// Runs `f` on host storage it overwrites whole: nothing is downloaded
