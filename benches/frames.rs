@@ -10,7 +10,9 @@
 //!   (input, temporaries, parameters, readback) created for the frame,
 //!   written with `queue.write_buffer`, one submit, a mapped readback.
 //!
-//! It prints both rates and their ratio per size, and tensorzone's
+//! It prints both rates and their ratio per size, the same from frames of
+//! the two interleaved (robust to a machine whose load drifts between
+//! criterion's groups), and tensorzone's
 //! `create_buffer` calls and peak device reserved bytes across the
 //! measured 1280×720 frames.
 //!
@@ -78,6 +80,7 @@ fn main() {
         }
     };
     let mut steady = None;
+    let mut interleaved = Vec::new();
     if let Some(zone) = &zone {
         let mut arena = zone.arena();
         let plain = Plain::new(zone.wgpu_device().unwrap(), zone.wgpu_queue().unwrap());
@@ -110,6 +113,7 @@ fn main() {
             if steady.is_none() {
                 steady = Some((before, zone.stats()));
             }
+            interleaved.push((w, h, pairs(zone, &mut arena, &plain, &f)));
             figures.push((
                 "GPU",
                 "plain wgpu with per-frame buffers",
@@ -144,6 +148,13 @@ fn main() {
             );
         }
     }
+    for (w, h, (ours, theirs, ratio)) in &interleaved {
+        eprintln!(
+            "GPU {w}x{h}, {PAIRS} interleaved pairs: tensorzone {} per frame, plain wgpu {}; median of the pairs' ratios {ratio:.2}x",
+            fmt_ns(*ours),
+            fmt_ns(*theirs),
+        );
+    }
     if let Some((before, after)) = steady {
         eprintln!(
             "tensorzone over the measured 1280x720 frames: {} device buffers and {} staging buffers created; peak device reserved {} -> {} bytes, peak staging reserved {} -> {} bytes",
@@ -155,6 +166,52 @@ fn main() {
             after.peak_staging_reserved_bytes
         );
     }
+}
+
+/// Frames of each pipeline in the interleaved run.
+const PAIRS: usize = 21;
+
+/// Both GPU pipelines one frame after the other, `PAIRS` times (which goes
+/// first alternates): on a shared machine whose load drifts, each pair
+/// sees the same load, where criterion's groups, one after the other, may
+/// not. The medians of each side's frame times (ns), and the median of the
+/// pairs' ratios (plain / tensorzone).
+fn pairs(
+    zone: &Zone,
+    arena: &mut tensorzone::Arena,
+    plain: &Plain,
+    f: &frame_pipeline::Frame,
+) -> (f64, f64, f64) {
+    let ours = |arena: &mut tensorzone::Arena| {
+        let t = std::time::Instant::now();
+        black_box(tensorzone_frame(zone, arena, f));
+        arena.reset();
+        t.elapsed().as_nanos() as f64
+    };
+    let theirs = || {
+        let t = std::time::Instant::now();
+        black_box(plain.frame(f));
+        t.elapsed().as_nanos() as f64
+    };
+    let mut times = Vec::with_capacity(PAIRS);
+    for i in 0..PAIRS {
+        times.push(if i % 2 == 0 {
+            let o = ours(arena);
+            (o, theirs())
+        } else {
+            let p = theirs();
+            (ours(arena), p)
+        });
+    }
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    (
+        median(times.iter().map(|t| t.0).collect()),
+        median(times.iter().map(|t| t.1).collect()),
+        median(times.iter().map(|t| t.1 / t.0).collect()),
+    )
 }
 
 /// The frame sizes: the figure's, and one where the kernels cost less.
