@@ -25,6 +25,52 @@ pub(crate) enum StagingBlock {
     Cpu(Box<[u8]>),
 }
 
+impl DeviceBlock {
+    /// The wgpu buffer of a GPU block, for a binding; `None` on the CPU.
+    pub(crate) fn into_gpu_buffer(self) -> Option<wgpu::Buffer> {
+        match self {
+            DeviceBlock::Gpu(buffer) => Some(buffer),
+            DeviceBlock::Cpu(_) => None,
+        }
+    }
+}
+
+impl StagingBlock {
+    /// Writes `bytes` at byte `at` of the mapped buffer.
+    pub(crate) fn write(&mut self, at: u64, bytes: &[u8]) -> Result<()> {
+        match self {
+            StagingBlock::Gpu(buf) => gpu::GpuBackend::write_mapped(buf, at, bytes),
+            StagingBlock::Cpu(host) => {
+                host[at as usize..at as usize + bytes.len()].copy_from_slice(bytes);
+                Ok(())
+            }
+        }
+    }
+
+    /// Zero-fills `range` of the mapped buffer.
+    pub(crate) fn zero(&mut self, range: std::ops::Range<u64>) -> Result<()> {
+        match self {
+            StagingBlock::Gpu(buf) => gpu::GpuBackend::zero_mapped(buf, range),
+            StagingBlock::Cpu(host) => {
+                host[range.start as usize..range.end as usize].fill(0);
+                Ok(())
+            }
+        }
+    }
+
+    /// Hands `f` the first `len` bytes of the mapped buffer, write-only.
+    pub(crate) fn with_bytes<R>(
+        &mut self,
+        len: usize,
+        f: impl FnOnce(wgpu::WriteOnly<'_, [u8]>) -> R,
+    ) -> Result<R> {
+        match self {
+            StagingBlock::Gpu(buf) => gpu::GpuBackend::with_mapped(buf, len as u64, f),
+            StagingBlock::Cpu(host) => Ok(f(wgpu::WriteOnly::from_mut(&mut host[..len]))),
+        }
+    }
+}
+
 /// The backend a zone runs on.
 // One per zone, inside the zone's Arc: the size gap between variants costs
 // nothing, while boxing would add a pointer chase to every device call.

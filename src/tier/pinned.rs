@@ -5,7 +5,6 @@ use std::fmt;
 use std::marker::PhantomData;
 use std::ops::Range;
 
-use crate::backend::gpu::GpuBackend;
 use crate::backend::StagingBlock;
 use crate::dtype::Element;
 use crate::error::{Error, Result};
@@ -100,17 +99,7 @@ impl<T: Element> PinnedBuffer<T> {
         }
         let at = (offset * std::mem::size_of::<T>()) as u64;
         let bytes: &[u8] = bytemuck::cast_slice(data);
-        match self.staging.as_mut().map(|s| &mut s.block) {
-            Some(StagingBlock::Gpu(buf)) => GpuBackend::write_mapped(buf, at, bytes)?,
-            Some(StagingBlock::Cpu(host)) => {
-                host[at as usize..at as usize + bytes.len()].copy_from_slice(bytes)
-            }
-            None => {
-                return Err(Error::MapFailed {
-                    detail: "pinned buffer already consumed".into(),
-                })
-            }
-        }
+        self.block()?.write(at, bytes)?;
         self.note_written(at..at + bytes.len() as u64)
     }
 
@@ -145,9 +134,13 @@ impl<T: Element> PinnedBuffer<T> {
         // What the closure leaves unwritten cannot be known: clear it first.
         self.zero_unwritten()?;
         let bytes = self.len * std::mem::size_of::<T>();
-        match self.staging.as_mut().map(|s| &mut s.block) {
-            Some(StagingBlock::Gpu(buf)) => GpuBackend::with_mapped(buf, bytes as u64, f),
-            Some(StagingBlock::Cpu(host)) => Ok(f(wgpu::WriteOnly::from_mut(&mut host[..bytes]))),
+        self.block()?.with_bytes(bytes, f)
+    }
+
+    /// The staging block, until an upload consumes it.
+    fn block(&mut self) -> Result<&mut StagingBlock> {
+        match self.staging.as_mut() {
+            Some(s) => Ok(&mut s.block),
             None => Err(Error::MapFailed {
                 detail: "pinned buffer already consumed".into(),
             }),
@@ -169,18 +162,10 @@ impl<T: Element> PinnedBuffer<T> {
             }
             at = at.max(r.end);
         }
-        match self.staging.as_mut().map(|s| &mut s.block) {
-            Some(StagingBlock::Gpu(buf)) => {
-                for gap in gaps {
-                    GpuBackend::zero_mapped(buf, gap)?;
-                }
+        if let Some(s) = self.staging.as_mut() {
+            for gap in gaps {
+                s.block.zero(gap)?;
             }
-            Some(StagingBlock::Cpu(host)) => {
-                for gap in gaps {
-                    host[gap.start as usize..gap.end as usize].fill(0);
-                }
-            }
-            None => {}
         }
         // Only now: after a failure the ranges stay, and the next upload
         // tries again instead of sending an earlier upload's bytes.

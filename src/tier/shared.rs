@@ -393,9 +393,9 @@ impl<T: Element> SharedTensor<T> {
             Some(b) => b,
             None => {
                 let block = self.with(|t| t.zone().block_of(place))?;
-                let crate::backend::DeviceBlock::Gpu(buffer) = block else {
-                    return Err(Error::NeedsGpu { op: "binding" });
-                };
+                let buffer = block
+                    .into_gpu_buffer()
+                    .ok_or(Error::NeedsGpu { op: "binding" })?;
                 self.inner.bound.get_or_init(|| buffer)
             }
         };

@@ -356,10 +356,8 @@ fn bind<T: Element>(
     };
     let place = p.device.ok_or(Error::NoDeviceCopy { op: "binding" })?;
     if p.bound.is_none() {
-        match p.zone.block_of(place)? {
-            crate::backend::DeviceBlock::Gpu(buffer) => *p.bound = Some(Box::new(buffer)),
-            crate::backend::DeviceBlock::Cpu(_) => return Err(Error::NeedsGpu { op: "binding" }),
-        }
+        let buffer = p.zone.block_of(place)?.into_gpu_buffer();
+        *p.bound = Some(Box::new(buffer.ok_or(Error::NeedsGpu { op: "binding" })?));
     }
     // Only once nothing can fail: a caller releases no hold of a binding
     // it did not get.
