@@ -203,10 +203,7 @@ fn pairs(
             (ours(arena), p)
         });
     }
-    let median = |mut v: Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
+    let median = |v: Vec<f64>| common::median_of(v).unwrap_or(f64::NAN);
     (
         median(times.iter().map(|t| t.0).collect()),
         median(times.iter().map(|t| t.1).collect()),

@@ -1267,9 +1267,10 @@ impl Zone {
             // Read before the try: a spill another thread finishes after
             // it fails sends this one back to the pool, not to a search
             // that may find nothing left to spill.
-            let seen = match self.inner.spill {
-                true => self.spills_seen(),
-                false => 0,
+            let seen = if self.inner.spill {
+                self.spills_seen()
+            } else {
+                0
             };
             match self.alloc_device_pool(bytes, by, quota.as_ref()) {
                 Err(e @ Error::OutOfMemory { .. }) if self.inner.spill => {

@@ -4,16 +4,14 @@
 //! skips them and processes the rest. A broken link is such a file: listed,
 //! then unreadable, not silently left out.
 
+mod common;
 #[path = "../examples/frames/input.rs"]
 mod input;
 
 use input::{decode, list_inputs};
 
 fn folder(name: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("tensorzone-frames-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+    common::temp_folder(&format!("frames-{name}"))
 }
 
 #[test]

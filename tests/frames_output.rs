@@ -5,19 +5,14 @@
 
 #[path = "../examples/common/cli.rs"]
 mod cli;
+mod common;
 #[path = "../examples/frames/outputs.rs"]
 mod outputs;
 
 use std::path::{Path, PathBuf};
 
 fn folder(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "tensorzone-frames-out-{name}-{}",
-        std::process::id()
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+    common::temp_folder(&format!("frames-out-{name}"))
 }
 
 #[test]

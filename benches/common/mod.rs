@@ -31,8 +31,12 @@ fn record(key: &str, ns_per_iter: f64) {
 pub fn median(key: &str, samples: usize) -> Option<f64> {
     let g = RECORDED.lock().unwrap();
     let all = g.as_ref()?.get(key)?;
-    let mut v: Vec<f64> = all[all.len().saturating_sub(samples)..].to_vec();
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    median_of(all[all.len().saturating_sub(samples)..].to_vec())
+}
+
+/// The median of `v`: the middle value, or the mean of the middle two.
+pub fn median_of(mut v: Vec<f64>) -> Option<f64> {
+    v.sort_by(f64::total_cmp);
     let n = v.len();
     if n == 0 {
         return None;

@@ -178,3 +178,13 @@ pub fn proptest_cases(zone: &Zone, cpu: u32, gpu: u32) -> u32 {
             BackendKind::Gpu => gpu,
         })
 }
+
+/// An empty folder of its own under the system's temp folder, for tests
+/// of files: `tag` and this process's id name it, and what an earlier run
+/// left there is removed first.
+pub fn temp_folder(tag: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("tensorzone-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
