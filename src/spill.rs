@@ -22,8 +22,8 @@ use crate::zone::{DevicePlace, DeviceRange, Use, Zone};
 #[derive(Default)]
 pub(crate) struct Gate {
     lock: Mutex<()>,
-    /// Spills done on this pool: a thread that waited at the gate while
-    /// another spilled tries the pool again before spilling more.
+    /// Spills done on this pool: a thread that sees one done since its
+    /// failed try at the pool tries the pool again before spilling more.
     spills: AtomicU64,
 }
 
