@@ -7,9 +7,9 @@
 // its SIMD lanes, so the number of accesses is the cost, and a clamped
 // index (a few vector instructions) lets the edges take the same path as
 // the interior. One pipeline per sigma.
-// params: [width, height, radius, dir]; workgroups 16 × 16, over
+// params: [width, height, radius, dir, fold]; workgroups 16 × 16, over
 // (ceil(width / N), height) along rows and (width, ceil(height / N))
-// along columns.
+// along columns (fold: see grid.wgsl).
 
 @group(0) @binding(0) var<storage, read_write> src: array<f32>;
 @group(0) @binding(1) var<storage, read_write> dst: array<f32>;
@@ -18,12 +18,16 @@
 const N: u32 = {{OUTPUTS}}u;
 
 @compute @workgroup_size(16, 16)
-fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+fn main(
+    @builtin(global_invocation_id) gid: vec3<u32>,
+    @builtin(num_workgroups) groups: vec3<u32>,
+) {
     let w = params[0];
     let h = params[1];
     let rows = params[3] == 0u;
-    let x = select(gid.x, gid.x * N, rows);
-    let y = select(gid.y * N, gid.y, rows);
+    let g = grid(gid, groups, params[4] == 1u);
+    let x = select(g.x, g.x * N, rows);
+    let y = select(g.y * N, g.y, rows);
     if (x >= w || y >= h) {
         return;
     }

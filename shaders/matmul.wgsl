@@ -1,6 +1,7 @@
 // C[m, n] = A[m, k] · B[k, n] in f32, one 16 × 16 tile of C per workgroup,
 // stepping through k in 16-wide tiles of A and B held in workgroup memory.
-// params: [m, k, n]
+// params: [m, k, n, fold]; workgroups over (ceil(n / 16), ceil(m / 16))
+// (fold: see grid.wgsl).
 
 const TILE: u32 = 16u;
 
@@ -13,12 +14,17 @@ var<workgroup> ta: array<array<f32, 16>, 16>;
 var<workgroup> tb: array<array<f32, 16>, 16>;
 
 @compute @workgroup_size(16, 16)
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+fn main(
+    @builtin(global_invocation_id) gid: vec3<u32>,
+    @builtin(local_invocation_id) lid: vec3<u32>,
+    @builtin(num_workgroups) groups: vec3<u32>,
+) {
     let m = params[0];
     let k = params[1];
     let n = params[2];
-    let row = wid.y * TILE + lid.y;
-    let col = wid.x * TILE + lid.x;
+    let g = grid(gid, groups, params[3] == 1u);
+    let row = g.y;
+    let col = g.x;
     var acc = 0.0;
     let steps = (k + TILE - 1u) / TILE;
     for (var t = 0u; t < steps; t = t + 1u) {

@@ -5,8 +5,8 @@
 // output each would load 8. The host writes the block out as
 // straight-line code with clamped indices, edges included (see
 // blur.wgsl for why).
-// params: [width, height]; workgroups 16 × 16 over (ceil(width / COLS),
-// ceil(height / ROWS)).
+// params: [width, height, fold]; workgroups 16 × 16 over
+// (ceil(width / COLS), ceil(height / ROWS)) (fold: see grid.wgsl).
 
 @group(0) @binding(0) var<storage, read_write> src: array<f32>;
 @group(0) @binding(1) var<storage, read_write> dst: array<f32>;
@@ -22,11 +22,15 @@ fn magnitude(tl: f32, t: f32, tr: f32, l: f32, r: f32, bl: f32, b: f32, br: f32)
 }
 
 @compute @workgroup_size(16, 16)
-fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+fn main(
+    @builtin(global_invocation_id) gid: vec3<u32>,
+    @builtin(num_workgroups) groups: vec3<u32>,
+) {
     let w = params[0];
     let h = params[1];
-    let x = gid.x * COLS;
-    let y = gid.y * ROWS;
+    let g = grid(gid, groups, params[2] == 1u);
+    let x = g.x * COLS;
+    let y = g.y * ROWS;
     if (x >= w || y >= h) {
         return;
     }

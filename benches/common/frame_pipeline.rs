@@ -196,9 +196,9 @@ impl Plain {
         let flat = ((n as u32).div_ceil(256), 1);
         let radius = (3.0 * SIGMA).ceil() as u32;
         let p_gray = self.params(&[n as u32]);
-        let p_rows = self.params(&[w as u32, h as u32, radius, 0]);
-        let p_cols = self.params(&[w as u32, h as u32, radius, 1]);
-        let p_sobel = self.params(&[w as u32, h as u32]);
+        let p_rows = self.params(&[w as u32, h as u32, radius, 0, 0]);
+        let p_cols = self.params(&[w as u32, h as u32, radius, 1, 0]);
+        let p_sobel = self.params(&[w as u32, h as u32, 0]);
         let p_u8 = self.params(&[n.div_ceil(4) as u32, n as u32]);
         let mut enc = self.device.create_command_encoder(&Default::default());
         self.pass(&mut enc, &self.gray, &[&input, &gray, &p_gray], flat);

@@ -20,12 +20,11 @@
 //! reading them.
 //!
 //! Sizes on the GPU: every tensor a kernel binds must fit the adapter's
-//! `max_storage_buffer_binding_size` ([`crate::Zone::max_binding_size`]), and
-//! one dispatch covers at most 65,535 × 16 = 1,048,560 rows of an image
-//! (4 times as many for `sobel`; and columns of the blur's column pass),
-//! or rows of `a` and columns of `b` in `matmul`; past those a kernel returns
-//! [`Error::InvalidArgument`] naming the dimension. The CPU backend has
-//! neither limit.
+//! `max_storage_buffer_binding_size` ([`crate::Zone::max_binding_size`]),
+//! or the kernel returns [`Error::InvalidArgument`]. An image of more than 1,048,560 rows (or
+//! columns) takes more workgroups than one dispatch dimension holds; the
+//! kernels continue it along the dispatch's z, so the binding size is the
+//! only limit. The CPU backend has neither.
 //!
 //! ```
 //! use tensorzone::{Location, Tensor, Zone};
@@ -140,6 +139,12 @@ const MATMUL: &str = include_str!("../../shaders/matmul.wgsl");
 const GRAYSCALE: &str = include_str!("../../shaders/grayscale.wgsl");
 const BLUR: &str = include_str!("../../shaders/blur.wgsl");
 const SOBEL: &str = include_str!("../../shaders/sobel.wgsl");
+const GRID: &str = include_str!("../../shaders/grid.wgsl");
+
+/// A 2-D kernel's source after the `grid` function it calls.
+fn with_grid(kernel: &str) -> String {
+    format!("{GRID}\n{kernel}")
+}
 
 /// Each cast's (source type, destination type, body) in `cast.wgsl`.
 const U8_TO_F32: (&str, &str, &str) = (
@@ -253,23 +258,35 @@ fn groups_1d(op: &'static str, n: u64) -> Result<[u32; 3]> {
     Ok([x as u32, y as u32, 1])
 }
 
-/// Workgroups covering `w` × `h` invocations with 16 × 16 workgroups.
-/// `sides` names the tensor's dimensions behind `w` and `h` with their
-/// sizes, for the error when one dispatch cannot cover them.
-fn groups_2d(op: &'static str, w: usize, h: usize, sides: [(&str, usize); 2]) -> Result<[u32; 3]> {
+/// Workgroups covering `w` × `h` invocations with 16 × 16 workgroups, and
+/// the kernel's `fold` parameter: past [`MAX_GROUPS`] along one dimension,
+/// the dispatch's z continues it (`shaders/grid.wgsl`): y when `fold` is
+/// 0, x when it is 1. `sides` names the tensor's dimensions behind `w` and
+/// `h` with their sizes, for the error when both are past it.
+fn groups_2d(
+    op: &'static str,
+    w: usize,
+    h: usize,
+    sides: [(&str, usize); 2],
+) -> Result<([u32; 3], u32)> {
     let (x, y) = ((w as u64).div_ceil(16), (h as u64).div_ceil(16));
-    for (groups, (side, n)) in [x, y].into_iter().zip(sides) {
-        if groups > MAX_GROUPS {
-            return Err(Error::InvalidArgument {
-                op,
-                detail: format!(
-                    "a {side} of {n} is more than one GPU dispatch covers \
-                     ({MAX_GROUPS} workgroups of 16 invocations along it); split the tensor"
-                ),
-            });
-        }
+    let ([x, y, z], fold) = match (x <= MAX_GROUPS, y <= MAX_GROUPS) {
+        (true, true) => ([x, y, 1], 0),
+        (true, false) => ([x, MAX_GROUPS, y.div_ceil(MAX_GROUPS)], 0),
+        (false, true) => ([MAX_GROUPS, y, x.div_ceil(MAX_GROUPS)], 1),
+        (false, false) => ([x, y, MAX_GROUPS + 1], 0),
+    };
+    if z > MAX_GROUPS {
+        let [(a, n), (b, m)] = sides;
+        return Err(Error::InvalidArgument {
+            op,
+            detail: format!(
+                "a {a} of {n} and a {b} of {m} are more than one GPU dispatch covers; \
+                 split the tensor"
+            ),
+        });
     }
-    Ok([x as u32, y as u32, 1])
+    Ok(([x as u32, y as u32, z as u32], fold))
 }
 
 fn too_big(op: &'static str, n: u64) -> Error {
@@ -690,14 +707,15 @@ impl<'z> Kernels<'z> {
                 write_array(c, &r)
             }
             Some(g) => {
-                let params = [param(op, m)?, param(op, k)?, param(op, n)?];
-                let groups = groups_2d(op, n, m, [("width of b", n), ("height of a", m)])?;
+                let sides = [("width of b", n), ("height of a", m)];
+                let (groups, fold) = groups_2d(op, n, m, sides)?;
+                let params = [param(op, m)?, param(op, k)?, param(op, n)?, fold];
                 bind!(
                     ab = a.operand_device_in,
                     bb = b.operand_device_in,
                     cb = c.operand_device_out
                 );
-                finish!(self.run(g, op, || MATMUL.into(), &[ab, bb, cb], &params, groups); a, b => c)
+                finish!(self.run(g, op, || with_grid(MATMUL), &[ab, bb, cb], &params, groups); a, b => c)
             }
         }
     }
@@ -856,16 +874,17 @@ impl<'z> Kernels<'z> {
             (Some(g), Some(tmp)) => {
                 let n = BLUR_OUTPUTS;
                 let sides = [("width", w), ("height", h)];
-                let row_groups = groups_2d(op, w.div_ceil(n), h, sides)?;
-                let column_groups = groups_2d(op, w, h.div_ceil(n), sides)?;
-                let mut params = vec![param(op, w)?, param(op, h)?, (weights.len() / 2) as u32, 0];
+                let (row_groups, row_fold) = groups_2d(op, w.div_ceil(n), h, sides)?;
+                let (column_groups, column_fold) = groups_2d(op, w, h.div_ceil(n), sides)?;
+                let radius = (weights.len() / 2) as u32;
+                let mut params = [param(op, w)?, param(op, h)?, radius, 0, row_fold];
                 // The weights are compiled in: one pipeline per sigma.
                 let key = format!("{op}:{:08x}", sigma.to_bits());
                 let source = || blur_source(&weights);
                 bind!(s = src.operand_device_in, t = tmp.operand_device_out);
                 // Written by the first pass: the second reads it as is.
                 finish!(self.run(g, &key, source, &[s, t], &params, row_groups); src => tmp)?;
-                params[3] = 1;
+                params[3..].copy_from_slice(&[1, column_fold]);
                 bind!(t = tmp.operand_device_in, d = dst.operand_device_out);
                 finish!(self.run(g, &key, source, &[t, d], &params, column_groups); tmp => dst)
             }
@@ -902,9 +921,10 @@ impl<'z> Kernels<'z> {
                 })
             })?,
             Some(g) => {
-                let params = [param(op, w)?, param(op, h)?];
                 let sides = [("width", w), ("height", h)];
-                let groups = groups_2d(op, w.div_ceil(SOBEL_COLS), h.div_ceil(SOBEL_ROWS), sides)?;
+                let (cols, rows) = (w.div_ceil(SOBEL_COLS), h.div_ceil(SOBEL_ROWS));
+                let (groups, fold) = groups_2d(op, cols, rows, sides)?;
+                let params = [param(op, w)?, param(op, h)?, fold];
                 bind!(s = src.operand_device_in, d = dst.operand_device_out);
                 finish!(self.run(g, op, sobel_source, &[s, d], &params, groups); src => dst)
             }
@@ -1010,8 +1030,11 @@ fn blur_source(weights: &ndarray::Array1<f32>) -> String {
         };
     }
     body += "    }\n";
-    BLUR.replace("{{OUTPUTS}}", &n.to_string())
-        .replace("{{BODY}}", body.trim_end())
+    with_grid(
+        &BLUR
+            .replace("{{OUTPUTS}}", &n.to_string())
+            .replace("{{BODY}}", body.trim_end()),
+    )
 }
 
 /// Columns and rows of the block of outputs each Sobel invocation writes.
@@ -1064,10 +1087,12 @@ fn sobel_source() -> String {
             };
         }
     }
-    SOBEL
-        .replace("{{COLS}}", &cols.to_string())
-        .replace("{{ROWS}}", &rows.to_string())
-        .replace("{{BODY}}", body.trim_end())
+    with_grid(
+        &SOBEL
+            .replace("{{COLS}}", &cols.to_string())
+            .replace("{{ROWS}}", &rows.to_string())
+            .replace("{{BODY}}", body.trim_end()),
+    )
 }
 
 fn elementwise_source<T: Numeric>(expr: &str) -> String {
@@ -1110,23 +1135,30 @@ pub enum Kernel {
     F32ToF16,
     /// [`Kernels::f16_to_f32`]: `src`, `dst`, params `[len, len]`.
     F16ToF32,
-    /// [`Kernels::matmul`]: `a`, `b`, `c`, params `[m, k, n]`, 16 × 16
-    /// workgroups over (n, m).
+    /// [`Kernels::matmul`]: `a`, `b`, `c`, params `[m, k, n, fold]`,
+    /// 16 × 16 workgroups over (n, m) (see [`Kernel::Sobel`] for `fold`).
     Matmul,
     /// [`Kernels::grayscale`]: `rgba`, `gray`, params `[pixels]`.
     Grayscale,
     /// One pass of [`Kernels::gaussian_blur`]: `src`, `dst`, params
-    /// `[width, height, radius, dir]` (dir 0 along rows, 1 along
-    /// columns). Each invocation writes 16 consecutive outputs along its
-    /// pass: 16 × 16 workgroups over (ceil(width / 16), height) along rows
-    /// and (width, ceil(height / 16)) along columns.
+    /// `[width, height, radius, dir, fold]` (dir 0 along rows, 1 along
+    /// columns; see [`Kernel::Sobel`] for `fold`). Each invocation writes
+    /// 16 consecutive outputs along its pass: 16 × 16 workgroups over
+    /// (ceil(width / 16), height) along rows and (width, ceil(height / 16))
+    /// along columns.
     GaussianBlur {
         /// The blur's standard deviation.
         sigma: f32,
     },
-    /// [`Kernels::sobel`]: `src`, `dst`, params `[width, height]`. Each
-    /// invocation writes a block of 8 columns by 4 rows: 16 × 16
+    /// [`Kernels::sobel`]: `src`, `dst`, params `[width, height, fold]`.
+    /// Each invocation writes a block of 8 columns by 4 rows: 16 × 16
     /// workgroups over (ceil(width / 8), ceil(height / 4)).
+    ///
+    /// The 2-D kernels (this, the blur, matmul) take more than 65,535
+    /// workgroups along one dimension as a dispatch's z: dispatch 65,535
+    /// along it and the rest of it as z (`z = ceil(groups / 65,535)`), with
+    /// `fold` 0 when that dimension is y, 1 when it is x, the other
+    /// dimension dispatched whole.
     Sobel,
 }
 
@@ -1156,9 +1188,41 @@ pub fn wgsl(kernel: Kernel) -> Result<String> {
         Kernel::F32ToU8 => cast_source(F32_TO_U8),
         Kernel::F32ToF16 => cast_source(F32_TO_F16),
         Kernel::F16ToF32 => cast_source(F16_TO_F32),
-        Kernel::Matmul => MATMUL.into(),
+        Kernel::Matmul => with_grid(MATMUL),
         Kernel::Grayscale => GRAYSCALE.into(),
         Kernel::GaussianBlur { sigma } => blur_source(&blur_weights(sigma)?),
         Kernel::Sobel => sobel_source(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SIDES: [(&str, usize); 2] = [("width", 0), ("height", 0)];
+
+    #[test]
+    fn grids_past_one_dispatch_dimension_continue_along_z() {
+        let most = 16 * MAX_GROUPS as usize;
+        assert_eq!(groups_2d("t", 32, 48, SIDES).unwrap(), ([2, 3, 1], 0));
+        // Rows past the limit: y dispatched whole, the rest as z.
+        assert_eq!(
+            groups_2d("t", 32, most + 1, SIDES).unwrap(),
+            ([2, 65_535, 2], 0)
+        );
+        // Columns past it: x likewise, fold 1.
+        assert_eq!(
+            groups_2d("t", 3 * most, 17, SIDES).unwrap(),
+            ([65_535, 2, 3], 1)
+        );
+        match groups_2d("t", most + 1, most + 1, [("width", 7), ("height", 9)]) {
+            Err(Error::InvalidArgument { detail, .. }) => {
+                assert!(
+                    detail.contains("a width of 7 and a height of 9"),
+                    "{detail}"
+                )
+            }
+            other => panic!("{other:?}"),
+        }
+    }
 }
