@@ -177,9 +177,22 @@ impl Zone {
         )
     }
 
-    fn within_quota(&self, quota: u64, bytes: u64) -> Result<()> {
+    /// The bytes more this zone may take under its quota and its
+    /// parents' quotas; `None` when none has one.
+    pub(crate) fn quota_room(&self) -> Option<u64> {
+        self.quotas()
+            .map(|(zone, _, quota)| quota.saturating_sub(zone.quota_used()))
+            .min()
+    }
+
+    /// What a quota counts: live host and device bytes.
+    fn quota_used(&self) -> u64 {
         let t = self.totals();
-        let used = t.host_live + t.device_live;
+        t.host_live + t.device_live
+    }
+
+    fn within_quota(&self, quota: u64, bytes: u64) -> Result<()> {
+        let used = self.quota_used();
         if used.saturating_add(bytes) > quota {
             return Err(Error::QuotaExceeded {
                 zone: self.inner.label.clone(),

@@ -26,6 +26,10 @@ pub enum CopyState {
 /// When neither side is current the tensor is *unwritten* (created by
 /// `empty`): it reads as zeros, and the first read or binding fills the
 /// side it touches with zeros without moving any data.
+///
+/// A device copy spilled under a budget still counts as `Current`: its
+/// bytes are kept on the host and go back to the device on its next
+/// device use, or on `to_device()`.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Residency {
     /// The host copy.

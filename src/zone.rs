@@ -1519,6 +1519,23 @@ impl Zone {
         kept + size <= limit
     }
 
+    /// The size of a new arena chunk: `wanted`, but under a quota, and on
+    /// the device under a budget or memory limit when `wanted` does not fit
+    /// now without spilling, at most half of what is left, and never below
+    /// `needed`, the request it is for. A chunk past the room would fail a
+    /// small request; one that took all of it would leave none for the
+    /// tensors beside the arena (arena chunks never spill).
+    pub(crate) fn arena_chunk(&self, wanted: u64, needed: u64, device: bool) -> u64 {
+        let mut size = wanted;
+        if let Some(room) = self.quota_room() {
+            size = size.min(room / 2);
+        }
+        if device && self.inner.limit.is_some() && size > needed && !self.can_allocate(size) {
+            size = size.min(self.largest_allocatable() / 2);
+        }
+        size.max(needed)
+    }
+
     /// The largest device allocation [`Zone::can_allocate`] accepts now.
     pub fn largest_allocatable(&self) -> u64 {
         let max = self.max_block();

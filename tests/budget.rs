@@ -673,3 +673,80 @@ fn threads_spilling_at_once_never_run_out_while_a_tensor_is_idle() {
         assert_eq!(s.device_live_bytes + s.host_live_bytes, 0, "{s}");
     }
 }
+
+/// `to_device` on a spilled tensor brings its bytes back (a prefetch
+/// before a kernel), owned and shared alike; on a resident one it moves
+/// nothing.
+#[test]
+fn to_device_brings_a_spilled_tensor_back() {
+    for zone in budget_zones() {
+        let b = zone.backend();
+        let bytes = (LEN * 4) as u64;
+        let shared = device_tensor(&zone, 0).into_shared();
+        let mut ts: Vec<Tensor<u32>> = (1..9).map(|i| device_tensor(&zone, i)).collect();
+        let s = zone.stats();
+        assert_eq!((s.spills.calls, s.spilled_held_bytes), (1, bytes), "{b:?}");
+        // The shared tensor was the oldest: it comes back, and the oldest
+        // owned one (tensor 1) makes room.
+        shared.to_device().unwrap();
+        let s = zone.stats();
+        assert_eq!((s.reloads.calls, s.reloads.bytes), (1, bytes), "{b:?}: {s}");
+        assert_eq!((s.spills.calls, s.spilled_held_bytes), (2, bytes), "{b:?}");
+        assert_eq!((s.tiers.shared.host, s.tiers.shared.device), (0, bytes));
+        ts[0].to_device().unwrap();
+        let s = zone.stats();
+        assert_eq!((s.reloads.calls, s.spills.calls), (2, 3), "{b:?}: {s}");
+        assert_eq!(s.device_live_bytes, 8 * bytes, "{b:?}");
+        // Both resident now: again moves nothing.
+        ts[0].to_device().unwrap();
+        shared.to_device().unwrap();
+        let s = zone.stats();
+        assert_eq!((s.reloads.calls, s.spills.calls), (2, 3), "{b:?}: {s}");
+        assert_eq!(ts[0].to_vec().unwrap(), pattern(1), "{b:?}");
+        assert_eq!(shared.to_vec().unwrap(), pattern(0), "{b:?}");
+        for (i, t) in ts.iter_mut().enumerate() {
+            assert_eq!(t.to_vec().unwrap(), pattern(i + 1), "{b:?} tensor {i}");
+        }
+    }
+}
+
+/// An arena's default chunk (1 MiB on the device) is cut to half the room
+/// a budget or memory limit has left, so an arena works in a zone smaller
+/// than a chunk and a small temporary spills nothing; a capacity asked for
+/// is taken whole.
+#[test]
+fn arena_chunks_fit_a_small_budget_without_spilling() {
+    let small = Zone::builder().device_budget(512 * KIB);
+    let limited = Zone::builder().device_memory_limit(512 * KIB);
+    for zone in [small, limited].into_iter().flat_map(common::zones_with) {
+        let b = zone.backend();
+        let arena = zone.arena();
+        let mut t = arena
+            .from_slice([4], &[1u32, 2, 3, 4], Location::Device)
+            .unwrap();
+        assert_eq!(t.to_vec().unwrap(), [1, 2, 3, 4], "{b:?}");
+        let chunk = zone.stats().tiers.arena.device;
+        assert!((16..=256 * KIB).contains(&chunk), "{b:?}: {chunk}");
+        // The rest of the budget is still there for other tensors.
+        let other = Tensor::<u8>::zeros(&zone, [256 << 10], Location::Device);
+        assert!(other.is_ok(), "{b:?}: {other:?}");
+        let whole = zone.arena_with_capacity(BUDGET);
+        let err = whole.zeros::<u8>([1], Location::Device).map(|_| ());
+        assert!(
+            matches!(err, Err(Error::OutOfMemory { .. })),
+            "{b:?}: {err:?}"
+        );
+    }
+    for zone in budget_zones() {
+        let b = zone.backend();
+        // Seven of eight slots taken by tensors that could spill.
+        let ts: Vec<Tensor<u32>> = (0..7).map(|i| device_tensor(&zone, i)).collect();
+        let arena = zone.arena();
+        let mut t = arena.zeros::<u32>([16], Location::Device).unwrap();
+        assert_eq!(t.to_vec().unwrap(), [0; 16], "{b:?}");
+        let s = zone.stats();
+        assert_eq!(s.spills.calls, 0, "{b:?}: {s}");
+        assert!(s.tiers.arena.device <= 64 * KIB, "{b:?}: {s}");
+        drop(ts);
+    }
+}

@@ -141,6 +141,36 @@ fn a_child_arena_counts_against_the_quota() {
     }
 }
 
+/// A default arena fits its chunks (64 KiB host, 1 MiB device) to half
+/// the room a small quota has left, so it works within the quota.
+#[test]
+fn a_default_arena_works_under_a_quota_smaller_than_its_chunks() {
+    for zone in common::zones() {
+        let b = zone.backend();
+        let actor = zone.child_with_quota("actor", 4096);
+        let arena = actor.arena();
+        let mut h = arena
+            .from_slice([100], &[5u8; 100], Location::Host)
+            .unwrap();
+        let mut d = arena
+            .from_slice([100], &[6u8; 100], Location::Device)
+            .unwrap();
+        assert_eq!(
+            (h.to_vec().unwrap(), d.to_vec().unwrap()),
+            (vec![5; 100], vec![6; 100])
+        );
+        let s = actor.stats();
+        assert_eq!(s.tiers.arena.host, 2048, "{b:?}: {s}");
+        assert!(
+            s.host_live_bytes + s.device_live_bytes <= 4096,
+            "{b:?}: {s}"
+        );
+        // Past the room left, a request is refused with the quota's error.
+        let err = arena.zeros::<u8>([4096], Location::Host).unwrap_err();
+        assert!(matches!(err, Error::QuotaExceeded { .. }), "{b:?}: {err:?}");
+    }
+}
+
 /// Threads that pass the quota check at the same moment must not together
 /// go past it: each round exactly one of them gets its tensor.
 #[test]

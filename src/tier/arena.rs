@@ -142,6 +142,10 @@ struct State {
     host_chunks: HostChunks,
     device: Bump,
     device_chunks: Vec<DeviceRange>,
+    /// Device chunks are the default size, which a budget, memory limit or
+    /// quota may cut (see `Zone::arena_chunk`); a capacity the caller
+    /// asked for is taken whole or fails.
+    device_default: bool,
     /// The registry entry, in a tracking zone (for the leak report).
     entry: Option<Arc<Cell>>,
 }
@@ -197,15 +201,29 @@ pub struct Arena {
 
 impl Zone {
     /// An empty arena: it takes blocks on first use (host chunks of 64 KiB
-    /// and up, device chunks of 1 MiB and up from the pool).
+    /// and up, device chunks of 1 MiB and up from the pool). Under a quota,
+    /// or a device budget or memory limit that a chunk would not fit
+    /// without spilling, a chunk takes at most half the room left (and
+    /// always what its request needs), so a small zone's arena still works
+    /// and leaves room for its other tensors.
+    ///
+    /// ```
+    /// use tensorzone::{Location, Zone};
+    /// let zone = Zone::builder().device_budget(256 << 10).build().unwrap();
+    /// let arena = zone.arena();
+    /// let t = arena.zeros::<f32>([16], Location::Device).unwrap();
+    /// assert!(zone.stats().tiers.arena.device <= 128 << 10);
+    /// ```
     pub fn arena(&self) -> Arena {
-        Arena::new(self, DEVICE_CHUNK)
+        Arena::new(self, DEVICE_CHUNK, true)
     }
 
     /// An arena whose first device chunk holds at least `bytes`; later
-    /// chunks are as large.
+    /// chunks are as large. A chunk that does not fit (the budget with
+    /// everything spillable spilled, the limit, a quota) fails its request
+    /// with `OutOfMemory` or `QuotaExceeded`.
     pub fn arena_with_capacity(&self, bytes: u64) -> Arena {
-        Arena::new(self, bytes.max(1))
+        Arena::new(self, bytes.max(1), false)
     }
 
     /// Runs `f` with an arena of its own, dropped (its blocks given back)
@@ -227,7 +245,7 @@ impl Zone {
 }
 
 impl Arena {
-    fn new(zone: &Zone, device_chunk: u64) -> Arena {
+    fn new(zone: &Zone, device_chunk: u64, device_default: bool) -> Arena {
         Arena {
             zone: zone.clone(),
             state: UnsafeCell::new(State {
@@ -236,6 +254,7 @@ impl Arena {
                 host_chunks: HostChunks { chunks: Vec::new() },
                 device: Bump::new(device_chunk),
                 device_chunks: Vec::new(),
+                device_default,
                 entry: zone
                     .inner
                     .tracked
@@ -356,7 +375,10 @@ impl Arena {
     ) -> Result<(usize, u64)> {
         // Chunks double with the arena's size, so a growing frame takes
         // few of them.
-        let size = size.max(st.host.capacity());
+        // Whole words: the chunk holds `u64`s.
+        let needed = bytes.next_multiple_of(HOST_ALIGN);
+        let size =
+            zone.arena_chunk(size.max(st.host.capacity()), needed, false) & !(HOST_ALIGN - 1);
         let quota = match zone.inner.child {
             Some(_) => Some(zone.check_quota(size)?),
             None => None,
@@ -400,9 +422,14 @@ impl Arena {
             let (chunk, offset) = match st.device.alloc(reserve, align) {
                 Bumped::At { chunk, offset } => (chunk, offset),
                 Bumped::NeedChunk { size } => {
-                    // No chunk past what one buffer holds (a huge capacity
-                    // must not make small requests fail).
-                    let size = size.min(zone.max_block()).max(reserve);
+                    // No chunk past what one buffer holds, or the budget
+                    // and quotas take (a huge capacity must not make small
+                    // requests fail).
+                    let size = size.min(zone.max_block());
+                    let size = match st.device_default {
+                        true => zone.arena_chunk(size, reserve, true),
+                        false => size.max(reserve),
+                    };
                     // The zone's pool, not this arena: no re-entry.
                     zone.check_fits(size)?;
                     let range = zone.alloc_device(size, crate::zone::Use::arena())?;

@@ -316,7 +316,8 @@ impl<T: Element> SharedTensor<T> {
         })
     }
 
-    /// Makes the device copy current (one upload if only the host copy is).
+    /// Makes the device copy current and resident (one upload if only the
+    /// host copy is current, or if the device copy was spilled).
     pub fn to_device(&self) -> Result<()> {
         self.with(|t| t.to_device())
     }

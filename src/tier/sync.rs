@@ -119,10 +119,14 @@ pub(crate) fn residency<T: Element>(s: &impl Storage<T>) -> Residency {
     )
 }
 
-/// Makes the device copy current: one upload if the host copy is newer,
-/// zeros if no copy was ever written.
+/// Makes the device copy current and resident: one upload if the host
+/// copy is newer, zeros if no copy was ever written, the saved bytes if a
+/// current copy was spilled.
 pub(crate) fn sync_device<T: Element>(s: &mut impl Storage<T>) -> Result<()> {
     if s.state().device_current {
+        // `parts` reloads a spilled copy; a resident one it only pins for
+        // the moment (and marks used).
+        s.parts()?;
         return Ok(());
     }
     s.ensure_device()?;
@@ -413,8 +417,11 @@ pub(crate) fn copy_device<T: Element>(
 /// `impl` block.
 macro_rules! residency_api {
     () => {
-        /// Makes the device copy current: uploads once if the host copy is
-        /// newer; does nothing if the device copy is already current.
+        /// Makes the device copy current and resident: uploads once if the
+        /// host copy is newer, or if the device copy was spilled under a
+        /// budget (its saved bytes go back; `stats().reloads` counts it);
+        /// does nothing if the device copy is already current on the
+        /// device. Call it to bring a tensor back before its next kernel.
         pub fn to_device(&mut self) -> $crate::Result<()> {
             $crate::tier::sync::sync_device(self)
         }
