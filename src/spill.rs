@@ -68,6 +68,26 @@ impl Zone {
         Ok(false)
     }
 
+    /// Waits for the device for an allocation that found nothing left to
+    /// spill: the operands of kernels recorded since the last wait are
+    /// bound (a kernel may still use them), and after a wait, which
+    /// submits those kernels first, they may spill. Every zone on the pool
+    /// counts the wait, since they share the device's queue.
+    pub(crate) fn wait_for_bound(&self) -> Result<()> {
+        let zones = self.pool_zones();
+        let marks: Vec<u64> = zones
+            .iter()
+            .map(|z| z.inner.tracking.registry.wait_start())
+            .collect();
+        if let crate::backend::Backend::Gpu(g) = &*self.inner.backend {
+            g.wait_idle()?;
+        }
+        for (z, mark) in zones.iter().zip(marks) {
+            z.inner.tracking.registry.wait_done(mark);
+        }
+        Ok(())
+    }
+
     /// The zone whose pool this zone uses: itself, or its parents' root.
     fn root(&self) -> Zone {
         let mut root = self.clone();

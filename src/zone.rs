@@ -238,8 +238,11 @@ impl ZoneBuilder {
     /// instead of reloading them.
     ///
     /// Never spilled: arena tensors; a tensor whose binding was taken
-    /// until the zone has next waited for the device (a read back, or
-    /// [`Zone::synchronize`]), since a submitted kernel may still use it;
+    /// until the zone has next waited for the device (a read back,
+    /// [`Zone::synchronize`], or an allocation that found nothing else to
+    /// spill: it waits once, so a chain of kernels recorded without a wait
+    /// does not run out while the tensors its earlier kernels used could
+    /// go), since a submitted kernel may still use it;
     /// and a shared tensor once [`crate::SharedTensor::binding`] was taken
     /// (the crate's kernels keep a shared input in place only until the
     /// zone next waits).
@@ -1263,6 +1266,7 @@ impl Zone {
             }
             None => None,
         };
+        let mut waited = false;
         loop {
             // Read before the try: a spill another thread finishes after
             // it fails sends this one back to the pool, not to a search
@@ -1274,9 +1278,16 @@ impl Zone {
             };
             match self.alloc_device_pool(bytes, by, quota.as_ref()) {
                 Err(e @ Error::OutOfMemory { .. }) if self.inner.spill => {
-                    if !self.spill_one(seen)? {
+                    if self.spill_one(seen)? {
+                        continue;
+                    }
+                    // What recorded kernels hold may spill once the device
+                    // has caught up with them: wait once, then try again.
+                    if waited {
                         return Err(e);
                     }
+                    self.wait_for_bound()?;
+                    waited = true;
                 }
                 Ok(range) => {
                     self.count_child_device(range.size(), true);

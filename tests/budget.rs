@@ -750,3 +750,55 @@ fn arena_chunks_fit_a_small_budget_without_spilling() {
         drop(ts);
     }
 }
+
+/// A chain of kernels recorded without a wait binds every tensor it uses;
+/// an allocation that finds nothing else to spill waits for the device
+/// once, after which the earlier kernels' tensors spill. Before, the chain
+/// failed with `OutOfMemory` at its ninth tensor on the GPU.
+#[test]
+fn a_chain_of_kernels_past_the_budget_spills_what_earlier_kernels_used() {
+    for zone in budget_zones() {
+        let b = zone.backend();
+        let k = zone.kernels();
+        let mut ts: Vec<Tensor<u32>> =
+            vec![Tensor::full(&zone, [LEN], 1u32, Location::Device).unwrap()];
+        for i in 0..15 {
+            let mut next = Tensor::<u32>::empty(&zone, [LEN], Location::Device).unwrap();
+            k.scale(&mut ts[i], 3, &mut next)
+                .unwrap_or_else(|e| panic!("{b:?} kernel {i}: {e}"));
+            ts.push(next);
+        }
+        let s = zone.stats();
+        assert!(s.spills.calls >= 8, "{b:?}: {s}");
+        for (i, t) in ts.iter_mut().enumerate() {
+            assert_eq!(
+                t.to_vec().unwrap(),
+                vec![3u32.pow(i as u32); LEN],
+                "{b:?} tensor {i}"
+            );
+        }
+    }
+}
+
+/// A blur refused for its destination (shape, zone) allocates no
+/// temporary first, so it spills nothing under a full budget.
+#[test]
+fn a_refused_blur_spills_nothing() {
+    for zone in budget_zones() {
+        let b = zone.backend();
+        let mut img = Tensor::full(&zone, [128, 256], 0.5f32, Location::Device).unwrap();
+        let ts: Vec<Tensor<u32>> = (0..7).map(|i| device_tensor(&zone, i)).collect();
+        let mut small = Tensor::<f32>::empty(&zone, [4, 4], Location::Host).unwrap();
+        let r = zone.kernels().gaussian_blur(&mut img, &mut small, 1.0);
+        assert!(
+            matches!(r, Err(Error::ShapeMismatch { .. })),
+            "{b:?}: {r:?}"
+        );
+        let other = Zone::cpu();
+        let mut elsewhere = Tensor::<f32>::empty(&other, [128, 256], Location::Host).unwrap();
+        let r = zone.kernels().gaussian_blur(&mut img, &mut elsewhere, 1.0);
+        assert!(matches!(r, Err(Error::ZoneMismatch)), "{b:?}: {r:?}");
+        assert_eq!(zone.stats().spills.calls, 0, "{b:?}");
+        drop(ts);
+    }
+}

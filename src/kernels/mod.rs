@@ -800,10 +800,12 @@ impl<'z> Kernels<'z> {
         sigma: f32,
     ) -> Result<()> {
         let dims = src.operand_shape().dims().to_vec();
-        // Refused before the temporary is allocated for nothing.
+        // Refused before the temporary is allocated for nothing (under a
+        // budget, it could spill a tensor).
         dims_of("gaussian_blur", src.operand_shape(), 2)?;
+        same_shape(src.operand_shape(), dst.operand_shape())?;
         blur_weights(sigma)?;
-        match self.backend(&[src.operand_zone()])? {
+        match self.backend(&[src.operand_zone(), dst.operand_zone()])? {
             None => self.blur(src, None::<&mut Tensor<f32>>, dst, sigma),
             Some(_) => {
                 let mut tmp = Tensor::<f32>::empty(self.zone, dims, Location::Device)?;
