@@ -102,14 +102,19 @@ impl Zone {
             tracking.registry.with_counts(|live, pending| {
                 let handles = Arc::strong_count(&self.inner);
                 if live == 0 {
-                    Verdict::Nothing
+                    // A wait that saw leaks ends here if no handle is left
+                    // beyond the one being dropped.
+                    match handles <= extra {
+                        true => Verdict::Nothing,
+                        false => Verdict::MoreHandles,
+                    }
                 } else if handles < live + extra {
                     // Fewer handles than entries: pending ones whose tensors
                     // have none yet, and maybe no user's left: wait for them.
                     if pending > 0 {
                         Verdict::Wait
                     } else {
-                        Verdict::Nothing
+                        Verdict::Unclear
                     }
                 } else if handles > live + extra {
                     Verdict::MoreHandles
@@ -134,13 +139,52 @@ impl Zone {
             v => v,
         };
         match verdict {
-            Verdict::Nothing | Verdict::MoreHandles => {}
-            Verdict::Wait => tracking.leak_check_waits.store(true, Ordering::Release),
-            // Once per zone.
-            Verdict::Report => {
-                if !tracking.leaks_reported.swap(true, Ordering::AcqRel) {
-                    self.report_leaks();
+            Verdict::Unclear => {}
+            // A user holds the zone: no report is due, and a wait's list
+            // was taken while one did.
+            Verdict::MoreHandles => {
+                if tracking.leak_check_waits.swap(false, Ordering::AcqRel) {
+                    self.take_leaks_seen().clear();
                 }
+            }
+            Verdict::Wait => {
+                self.note_leaks_seen();
+                tracking.leak_check_waits.store(true, Ordering::Release);
+            }
+            // Nothing is alive now, but what a wait saw alive was leaked.
+            Verdict::Nothing => {
+                let seen = std::mem::take(&mut *self.take_leaks_seen());
+                if !seen.is_empty() {
+                    self.report_once(seen.into_iter().map(|(_, l)| l).collect());
+                }
+            }
+            Verdict::Report => {
+                self.note_leaks_seen();
+                let seen = std::mem::take(&mut *self.take_leaks_seen());
+                self.report_once(seen.into_iter().map(|(_, l)| l).collect());
+            }
+        }
+    }
+
+    fn take_leaks_seen(&self) -> std::sync::MutexGuard<'_, Vec<(u64, Leak)>> {
+        self.inner
+            .tracking
+            .leaks_seen
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Adds what is alive now to the list a waiting leak check keeps (a
+    /// tensor already in it gets its latest description), in creation
+    /// order.
+    fn note_leaks_seen(&self) {
+        let live = self.inner.tracking.registry.live();
+        let mut seen = self.take_leaks_seen();
+        for cell in live {
+            let leak = self.leak_of(&cell.meta);
+            match seen.binary_search_by_key(&cell.seq, |(seq, _)| *seq) {
+                Ok(i) => seen[i].1 = leak,
+                Err(i) => seen.insert(i, (cell.seq, leak)),
             }
         }
     }
@@ -153,14 +197,13 @@ impl Zone {
         }
     }
 
-    fn report_leaks(&self) {
-        let leaks = self.leaks();
-        let hook = self
-            .inner
-            .tracking
-            .leak_hook
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+    /// Sends `leaks` to the hook (or stderr), once per zone.
+    fn report_once(&self, leaks: Vec<Leak>) {
+        let tracking = &self.inner.tracking;
+        if tracking.leaks_reported.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let hook = tracking.leak_hook.lock().unwrap_or_else(|p| p.into_inner());
         match hook.as_ref() {
             Some(h) => h(self.label(), &leaks),
             None => eprint!("{}", leak_text(self.label(), &leaks)),
@@ -194,8 +237,12 @@ fn leak_text(zone: &str, leaks: &[Leak]) -> String {
 
 /// What a leak check finds ([`Zone::report_leaks_if_unheld`]).
 enum Verdict {
-    /// No tracked tensor or arena is alive.
+    /// No tracked tensor or arena is alive, and no handle but the one
+    /// being dropped.
     Nothing,
+    /// Fewer handles than entries and none pending: for a moment, during
+    /// a drop; decide at the next check.
+    Unclear,
     /// A handle beyond the tensors' and arenas': a user still holds one.
     MoreHandles,
     /// Entries whose tensors may not hold their handle yet: decide later.

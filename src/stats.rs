@@ -340,7 +340,7 @@ pub struct ZoneStats {
     /// ([`crate::ZoneBuilder::track_tensors`]: the default in debug
     /// builds); empty otherwise, where the allocation fast path keeps no
     /// per-tensor record. A device tensor
-    /// made with `Tensor::empty` is counted from its first use.
+    /// made with `Tensor::empty` is counted from its creation.
     pub by_dtype: Vec<DTypeUsage>,
 }
 

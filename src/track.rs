@@ -63,7 +63,7 @@ pub(crate) struct Cell {
     /// The registry key (never 0).
     pub(crate) id: u32,
     /// Creation order, for reports.
-    seq: u64,
+    pub(crate) seq: u64,
     pub(crate) meta: Meta,
     pub(crate) dev: Mutex<DevState>,
     /// Operations under way that use the device range (see [`Pin`]).

@@ -239,3 +239,54 @@ fn the_report_waits_for_an_unused_empty_tensor_and_then_lists_everything() {
         assert_eq!(seen.lock().unwrap().len(), 1);
     }
 }
+
+/// What was alive when the last handle went is reported even if it is
+/// dropped while the report waits for an unused `empty` tensor, and the
+/// unused tensor itself is reported when it is dropped unused.
+#[test]
+fn a_waiting_report_keeps_what_was_alive_when_the_zone_went() {
+    for zone in tracking_zones() {
+        let b = zone.backend();
+        let seen = hook(&zone);
+        let kept = Tensor::<f32>::zeros(&zone, [7], Location::Device)
+            .unwrap()
+            .with_label("kept")
+            .unwrap();
+        let unused = Tensor::<f32>::empty(&zone, [9], Location::Device).unwrap();
+        let arena = zone.arena_with_capacity(4096);
+        drop(zone);
+        drop(kept);
+        assert!(seen.lock().unwrap().is_empty(), "{b:?}: the report waits");
+        drop((unused, arena));
+        let got = seen.lock().unwrap().clone();
+        assert_eq!(got.len(), 1, "{b:?}: {got:?}");
+        let labels: Vec<(Option<&str>, u64)> = got[0]
+            .1
+            .iter()
+            .map(|l| (l.label.as_deref(), l.bytes))
+            .collect();
+        // The arena took no chunk yet: 0 bytes.
+        assert_eq!(labels, [(Some("kept"), 28), (None, 36), (None, 0)], "{b:?}");
+    }
+    // Only the unused tensor outlives the zone: it is reported when dropped.
+    for zone in tracking_zones() {
+        let b = zone.backend();
+        let seen = hook(&zone);
+        let unused = Tensor::<u16>::empty(&zone, [5], Location::Device).unwrap();
+        drop(zone);
+        drop(unused);
+        let got = seen.lock().unwrap().clone();
+        assert_eq!(got.len(), 1, "{b:?}: {got:?}");
+        assert_eq!(got[0].1[0].bytes, 10, "{b:?}");
+    }
+    // A user's handle left: nothing is reported, even after a wait.
+    for zone in tracking_zones() {
+        let seen = hook(&zone);
+        let unused = Tensor::<u16>::empty(&zone, [5], Location::Device).unwrap();
+        let other = zone.clone();
+        drop(zone);
+        drop(unused);
+        drop(other);
+        assert!(seen.lock().unwrap().is_empty());
+    }
+}

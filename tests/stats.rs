@@ -340,3 +340,46 @@ fn a_zone_names_at_most_255_labels() {
         "unchanged after the error"
     );
 }
+
+/// A copy keeps its source's label, so the label's count covers both:
+/// `try_clone`, `to_owned_tensor`, and the copy `make_mut` makes for a
+/// writer while other handles share the tensor.
+#[test]
+fn copies_keep_their_label() {
+    for zone in common::zones() {
+        let b = zone.backend();
+        let device = |zone: &Zone, n: u64| aligned(zone, n);
+        let by = |name: &str| {
+            zone.stats()
+                .by_label
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, b)| *b)
+                .unwrap_or_default()
+        };
+        let mut w = Tensor::<f32>::full(&zone, [100], 1.0, Location::Device)
+            .unwrap()
+            .with_label("w")
+            .unwrap();
+        w.drop_host_copy().unwrap();
+        let clone = w.try_clone().unwrap();
+        assert_eq!(clone.label().as_deref(), Some("w"), "{b:?}");
+        assert_eq!(by("w").device, 2 * device(&zone, 400), "{b:?}");
+        drop(clone);
+        let mut shared = w.into_shared();
+        let reader = shared.clone();
+        let owned = reader.to_owned_tensor().unwrap();
+        assert_eq!(owned.label().as_deref(), Some("w"), "{b:?}");
+        drop(owned);
+        shared
+            .make_mut()
+            .unwrap()
+            .write_device(&[2.0; 100])
+            .unwrap();
+        assert_eq!(by("w").device, 2 * device(&zone, 400), "{b:?}");
+        assert_eq!(reader.to_vec().unwrap(), vec![1.0; 100], "{b:?}");
+        assert_eq!(shared.to_vec().unwrap(), vec![2.0; 100], "{b:?}");
+        drop((shared, reader));
+        assert_eq!(by("w"), HostDevice::default(), "{b:?}");
+    }
+}

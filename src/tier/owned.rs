@@ -562,11 +562,15 @@ impl<T: Element> Tensor<T> {
         sync::copy_device(self, src)
     }
 
-    /// A new tensor with the same contents: a device→device copy when the
-    /// device copy is current, else a host copy; an unwritten tensor gives
-    /// an unwritten one with its storage on the same side.
+    /// A new tensor with the same contents and label: a device→device copy
+    /// when the device copy is current, else a host copy; an unwritten
+    /// tensor gives an unwritten one with its storage on the same side.
     pub fn try_clone(&mut self) -> Result<Tensor<T>> {
-        Tensor::copy_of(self)
+        let mut copy = Tensor::copy_of(self)?;
+        if self.label != 0 {
+            copy.set_label_id(self.label);
+        }
+        Ok(copy)
     }
 
     /// Takes what the tensor holds off its label's count (on drop; out of
@@ -623,8 +627,14 @@ impl<T: Element> Tensor<T> {
     ///
     /// Errors: [`Error::TooManyLabels`] past 255 distinct labels in a zone.
     pub fn set_label(&mut self, label: &str) -> Result<()> {
-        self.adopt();
         let id = self.zone.inner.labels.id(label)?;
+        self.set_label_id(id);
+        Ok(())
+    }
+
+    /// [`Tensor::set_label`] with the label's id in the zone's table.
+    fn set_label_id(&mut self, id: u8) {
+        self.adopt();
         // The device lock keeps a spill from moving bytes between the two
         // label counts.
         let cell = self.cell();
@@ -636,7 +646,6 @@ impl<T: Element> Tensor<T> {
             c.meta.label.store(id, Ordering::Relaxed);
         }
         self.label_count(held, true);
-        Ok(())
     }
 
     /// This tensor with a label (see [`Tensor::set_label`]).

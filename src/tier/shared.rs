@@ -280,7 +280,9 @@ impl<T: Element> SharedTensor<T> {
                     let copy = {
                         let mut slot = still_shared.lock();
                         let t = slot.tensor.as_mut().ok_or_else(gone);
-                        t.and_then(|t| Tensor::copy_of(t))
+                        // The writer's copy keeps the label: it is the same
+                        // data to the label's count.
+                        t.and_then(|t| t.try_clone())
                     };
                     match copy {
                         Ok(c) => Some(c),
