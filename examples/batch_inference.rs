@@ -129,17 +129,58 @@ fn worker(
         };
         arena.reset();
         let want = p.forward(&x);
-        for (g, r) in got.iter().zip(want.iter()) {
-            worst = worst.max((g - r).abs() / (1.0 + r.abs()));
-        }
+        worst = worse(worst, largest_error(&got, want.iter().copied()));
         // A wrong result stops the run rather than averaging away.
-        if worst > 1e-4 {
-            return Err(
-                format!("worker {id}, batch {b}: relative error {worst} against ndarray").into(),
-            );
-        }
+        check(worst).map_err(|e| format!("worker {id}, batch {b}: {e}"))?;
     }
     Ok(worst)
+}
+
+/// The largest relative difference from the reference that passes.
+const TOLERANCE: f32 = 1e-4;
+
+/// The largest relative difference between `got` and the reference `want`.
+/// A NaN or an infinity on either side, or a length that differs, is
+/// infinitely wrong: `f32::max` drops a NaN, and `zip` the surplus, so
+/// either would let a broken result pass.
+fn largest_error(got: &[f32], want: impl ExactSizeIterator<Item = f32>) -> f32 {
+    if got.len() != want.len() {
+        return f32::INFINITY;
+    }
+    got.iter()
+        .zip(want)
+        .map(|(g, r)| {
+            let e = (g - r).abs() / (1.0 + r.abs());
+            if e.is_finite() {
+                e
+            } else {
+                f32::INFINITY
+            }
+        })
+        .fold(0.0, worse)
+}
+
+/// The larger error, keeping a NaN (which `f32::max` drops) as infinite.
+fn worse(a: f32, b: f32) -> f32 {
+    if a.is_nan() || b.is_nan() {
+        f32::INFINITY
+    } else {
+        a.max(b)
+    }
+}
+
+/// Passes `worst` only within [`TOLERANCE`]: the comparison is false for a
+/// NaN, so a NaN cannot slip through as `worst > TOLERANCE` would let it.
+fn check(worst: f32) -> Result<(), String> {
+    if worst <= TOLERANCE {
+        Ok(())
+    } else if worst.is_finite() {
+        Err(format!(
+            "relative error {worst:.2e} against ndarray, over the tolerance {TOLERANCE:.0e}"
+        ))
+    } else {
+        Err("an output (or its reference) is NaN or infinite, or of the wrong length".into())
+    }
 }
 
 fn parse_args() -> Result<(usize, usize), String> {
@@ -203,11 +244,13 @@ fn run() -> Result<(), Box<dyn Error + Send + Sync>> {
     let mut worst = 0.0f32;
     for (id, r) in results.into_iter().enumerate() {
         match r {
-            Ok(Ok(e)) => worst = worst.max(e),
+            Ok(Ok(e)) => worst = worse(worst, e),
             Ok(Err(e)) => return Err(e),
             Err(_) => return Err(format!("worker {id} panicked").into()),
         }
     }
+    // The workers checked each batch; this guards the figure reported.
+    check(worst)?;
     let total = WORKERS * batches;
     println!(
         "{total} batches ({} rows) in {:.2} s: {:.1} batches/s, {:.0} rows/s; largest relative error against ndarray {worst:.2e}",
@@ -218,4 +261,54 @@ fn run() -> Result<(), Box<dyn Error + Send + Sync>> {
     );
     println!("{}", zone.stats());
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn error(got: &[f32], want: &[f32]) -> f32 {
+        largest_error(got, want.iter().copied())
+    }
+
+    #[test]
+    fn close_outputs_pass() {
+        let worst = error(&[1.0, -2.0, 0.0], &[1.0, -2.00001, 0.0]);
+        assert!(worst > 0.0 && worst < TOLERANCE, "{worst}");
+        check(worst).unwrap();
+    }
+
+    #[test]
+    fn a_far_output_fails() {
+        let err = check(error(&[1.0, 3.0], &[1.0, 2.0])).unwrap_err();
+        assert!(err.contains("over the tolerance"), "{err}");
+    }
+
+    #[test]
+    fn a_nan_or_infinite_output_or_reference_fails() {
+        for (got, want) in [
+            (f32::NAN, 1.0),
+            (1.0, f32::NAN),
+            (f32::INFINITY, 1.0),
+            (f32::NEG_INFINITY, f32::NEG_INFINITY),
+        ] {
+            // After a good value: `f32::max` kept the 0 and dropped the NaN.
+            let worst = error(&[1.0, got], &[1.0, want]);
+            let err = check(worst).unwrap_err();
+            assert!(err.contains("NaN or infinite"), "{got} vs {want}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_length_that_differs_fails() {
+        assert!(check(error(&[1.0], &[1.0, 2.0])).is_err());
+        assert!(check(error(&[1.0, 2.0], &[1.0])).is_err());
+    }
+
+    #[test]
+    fn a_nan_error_is_kept_across_workers() {
+        assert!(check(worse(0.0, f32::NAN)).is_err());
+        assert!(check(worse(f32::NAN, 0.0)).is_err());
+        assert!(check(f32::NAN).is_err());
+    }
 }

@@ -1,7 +1,8 @@
 //! The frames example's output paths (`examples/frames/outputs.rs` and the
 //! writability check of `examples/common/cli.rs`): a bad output folder or
 //! trace file fails before any frame and leaves no folder behind; a named
-//! pipe is taken without blocking.
+//! pipe is taken without blocking; a run that writes nothing removes the
+//! folders it made.
 
 #[path = "../examples/common/cli.rs"]
 mod cli;
@@ -19,9 +20,13 @@ fn folder(name: &str) -> PathBuf {
 fn good_paths_get_their_folders_and_no_trace_file_yet() {
     let dir = folder("good");
     let (output, trace) = (dir.join("out/a"), dir.join("traces/t.json"));
-    outputs::prepare(&output, Some(&trace)).unwrap();
+    let folders = outputs::prepare(&output, Some(&trace)).unwrap();
     assert!(output.is_dir() && trace.parent().unwrap().is_dir());
     assert!(!trace.exists(), "the check writes no trace file");
+    let left: Vec<_> = std::fs::read_dir(&output).unwrap().collect();
+    assert!(left.is_empty(), "the write check left {left:?}");
+    folders.keep();
+    assert!(output.is_dir(), "a finished run keeps even empty folders");
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -93,8 +98,9 @@ fn a_named_pipe_or_device_trace_is_taken_without_blocking() {
         check_within(path, limit).unwrap();
     }
     let output = dir.join("out");
-    outputs::prepare(&output, Some(&fifo)).unwrap();
+    let folders = outputs::prepare(&output, Some(&fifo)).unwrap();
     assert!(output.is_dir());
+    folders.keep();
     let kind = std::fs::metadata(&fifo).unwrap().file_type();
     assert!(kind.is_fifo(), "the pipe is left as it was");
     std::fs::remove_dir_all(&dir).unwrap();
@@ -109,5 +115,53 @@ fn an_output_path_that_is_a_file_is_refused() {
     assert!(err.starts_with("cannot create folder"), "{err}");
     assert!(err.contains("not a folder"), "{err}");
     assert_eq!(std::fs::read(&file).unwrap(), b"a regular file");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A folder that is there but takes no new file fails at once, not at the
+/// first PNG, and before the trace's folder is made. `/proc` refuses even
+/// root, which a read-only mode would not.
+#[cfg(target_os = "linux")]
+#[test]
+fn an_output_folder_that_takes_no_file_is_refused() {
+    let proc = Path::new("/proc");
+    if !proc.is_dir() {
+        eprintln!("skipped: no /proc");
+        return;
+    }
+    let dir = folder("unwritable-output");
+    let trace = dir.join("new/trace.json");
+    let err = outputs::prepare(proc, Some(&trace)).unwrap_err();
+    assert!(err.starts_with("cannot write in folder /proc"), "{err}");
+    assert!(!dir.join("new").exists(), "a stray trace folder was left");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_run_that_wrote_nothing_leaves_no_folder() {
+    let dir = folder("wrote-nothing");
+    let (output, trace) = (dir.join("out/a"), dir.join("traces/t.json"));
+    let folders = outputs::prepare(&output, Some(&trace)).unwrap();
+    assert!(output.is_dir() && trace.parent().unwrap().is_dir());
+    // As when no input file decodes: `run` returns its error.
+    drop(folders);
+    assert!(!dir.join("out").exists(), "a stray output folder was left");
+    assert!(
+        !dir.join("traces").exists(),
+        "a stray trace folder was left"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_failed_run_keeps_folders_with_output_and_those_already_there() {
+    let dir = folder("wrote-some");
+    let (output, trace) = (dir.join("out/a"), dir.join("traces/t.json"));
+    std::fs::create_dir(dir.join("traces")).unwrap();
+    let folders = outputs::prepare(&output, Some(&trace)).unwrap();
+    std::fs::write(output.join("frame_0000_edges.png"), "a frame").unwrap();
+    drop(folders);
+    assert!(output.join("frame_0000_edges.png").is_file());
+    assert!(dir.join("traces").is_dir(), "a folder already there stays");
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -16,8 +16,10 @@
 //! frame must fit the adapter's largest storage binding), `--sigma S`
 //! (blur, default 2.0), `--trace FILE` (default `OUTPUT/trace.json`, the
 //! first `--trace-frames N` frames, default 3; 0 writes none; a named pipe
-//! or a device is written as it is, a folder or a socket refused), `--help`. Bad output or trace
-//! paths fail before the first frame and leave no folder behind.
+//! or a device is written as it is, a folder or a socket refused), `--help`.
+//! Bad output or trace paths (an output folder that cannot be written
+//! included) fail before the first frame and leave no folder behind, as
+//! does a run in which no input file could be read.
 
 #[path = "../common/cli.rs"]
 mod cli;
@@ -65,14 +67,7 @@ fn parse_args() -> Result<Args, String> {
             "--sigma" => a.sigma = parse(&flag, &value()?)?,
             "--trace" => a.trace = Some(PathBuf::from(value()?)),
             "--trace-frames" => a.trace_frames = parse(&flag, &value()?)?,
-            "--size" => {
-                let v = value()?;
-                let (w, h) = v
-                    .split_once('x')
-                    .ok_or_else(|| format!("--size {v:?}: expected WIDTHxHEIGHT"))?;
-                a.width = parse(&flag, w)?;
-                a.height = parse(&flag, h)?;
-            }
+            "--size" => (a.width, a.height) = parse_size(&value()?)?,
             "--help" | "-h" => {
                 println!("{}", cli::usage(include_str!("main.rs")));
                 std::process::exit(0);
@@ -108,6 +103,14 @@ const BYTES_PER_PIXEL: u64 = 4;
 fn parse<T: std::str::FromStr>(flag: &str, v: &str) -> Result<T, String> {
     v.parse()
         .map_err(|_| format!("{flag} {v:?}: not a valid value"))
+}
+
+/// `WIDTHxHEIGHT`. An error names the whole argument: the part that failed
+/// alone (`""` for `5x`) does not show what was wrong.
+fn parse_size(v: &str) -> Result<(u32, u32), String> {
+    let bad = || format!("--size {v:?}: expected WIDTHxHEIGHT, such as 1280x720");
+    let (w, h) = v.split_once('x').ok_or_else(bad)?;
+    Ok((w.parse().map_err(|_| bad())?, h.parse().map_err(|_| bad())?))
 }
 
 /// A generated frame: stripes moving right, a vertical gradient and a disc
@@ -233,7 +236,7 @@ fn run() -> Result<(), Box<dyn Error>> {
     // Only once the input and the size are known good: a bad one then
     // leaves no folder behind.
     let trace = (args.trace_frames > 0).then_some(trace_path.as_path());
-    outputs::prepare(&args.output, trace)?;
+    let folders = outputs::prepare(&args.output, trace)?;
     let total = inputs.as_ref().map_or(args.frames, Vec::len);
     match &args.input {
         Some(dir) => println!("input: {total} files in {}", dir.display()),
@@ -288,6 +291,8 @@ fn run() -> Result<(), Box<dyn Error>> {
             after_first = Some(zone.stats());
         }
         if tracing && done >= args.trace_frames {
+            // The trace may go to the terminal (`--trace /dev/stdout`).
+            progress.end();
             write_trace(&zone, &trace_path)?;
             tracing = false;
         }
@@ -299,7 +304,8 @@ fn run() -> Result<(), Box<dyn Error>> {
         progress.show(&format!("frame {done}/{total} ({})", frame.name))?;
     }
     progress.end();
-    // Before the trace: a run with no frame writes nothing.
+    // Before the trace: a run with no frame writes nothing, and returning
+    // drops `folders`, which removes the folders it made.
     if done == 0 {
         return Err(format!("none of the {total} input files could be read").into());
     }
@@ -332,12 +338,32 @@ fn run() -> Result<(), Box<dyn Error>> {
         ),
     }
     println!("{stats}");
+    folders.keep();
     Ok(())
 }
 
 /// Stops the zone's trace and writes it as Chrome JSON to `path`.
 fn write_trace(zone: &Zone, path: &Path) -> Result<(), String> {
-    zone.stop_trace()
-        .write_chrome_json(path)
-        .map_err(|e| format!("cannot write trace {}: {e}", path.display()))
+    // With a final newline: written to the terminal, the trace must not
+    // share its last line with what the run prints next.
+    let json = zone.stop_trace().to_chrome_json() + "\n";
+    std::fs::write(path, json).map_err(|e| format!("cannot write trace {}: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn a_size_parses() {
+        assert_eq!(parse_size("1280x720"), Ok((1280, 720)));
+    }
+
+    #[test]
+    fn a_bad_size_is_named_whole() {
+        for v in ["5x", "x5", "10x10x10", "10", "axb", "-1x5", ""] {
+            let err = parse_size(v).unwrap_err();
+            assert!(err.starts_with(&format!("--size {v:?}:")), "{v}: {err}");
+        }
+    }
 }
