@@ -225,6 +225,16 @@ fn a_tensor_replaced_through_make_mut_is_counted_in_its_own_zone() {
     }
 }
 
+/// What `stats().by_label` says `name` holds (nothing if it is absent).
+fn label_bytes(zone: &Zone, name: &str) -> HostDevice {
+    zone.stats()
+        .by_label
+        .iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, b)| *b)
+        .unwrap_or_default()
+}
+
 #[test]
 fn live_bytes_are_broken_down_by_label() {
     for zone in common::zones() {
@@ -240,14 +250,7 @@ fn live_bytes_are_broken_down_by_label() {
         let mut arena = zone.arena_with_capacity(128 << 10);
         arena.set_label("frame").unwrap();
         let _t = arena.zeros::<u8>([10], Location::Device).unwrap();
-        let by = |name: &str| {
-            zone.stats()
-                .by_label
-                .iter()
-                .find(|(n, _)| n == name)
-                .map(|(_, b)| *b)
-                .unwrap_or_default()
-        };
+        let by = |name: &str| label_bytes(&zone, name);
         assert_eq!(
             by("weights"),
             HostDevice {
@@ -348,15 +351,7 @@ fn a_zone_names_at_most_255_labels() {
 fn copies_keep_their_label() {
     for zone in common::zones() {
         let b = zone.backend();
-        let device = |zone: &Zone, n: u64| aligned(zone, n);
-        let by = |name: &str| {
-            zone.stats()
-                .by_label
-                .iter()
-                .find(|(n, _)| n == name)
-                .map(|(_, b)| *b)
-                .unwrap_or_default()
-        };
+        let by = |name: &str| label_bytes(&zone, name);
         let mut w = Tensor::<f32>::full(&zone, [100], 1.0, Location::Device)
             .unwrap()
             .with_label("w")
@@ -364,7 +359,7 @@ fn copies_keep_their_label() {
         w.drop_host_copy().unwrap();
         let clone = w.try_clone().unwrap();
         assert_eq!(clone.label().as_deref(), Some("w"), "{b:?}");
-        assert_eq!(by("w").device, 2 * device(&zone, 400), "{b:?}");
+        assert_eq!(by("w").device, 2 * aligned(&zone, 400), "{b:?}");
         drop(clone);
         let mut shared = w.into_shared();
         let reader = shared.clone();
@@ -376,7 +371,7 @@ fn copies_keep_their_label() {
             .unwrap()
             .write_device(&[2.0; 100])
             .unwrap();
-        assert_eq!(by("w").device, 2 * device(&zone, 400), "{b:?}");
+        assert_eq!(by("w").device, 2 * aligned(&zone, 400), "{b:?}");
         assert_eq!(reader.to_vec().unwrap(), vec![1.0; 100], "{b:?}");
         assert_eq!(shared.to_vec().unwrap(), vec![2.0; 100], "{b:?}");
         drop((shared, reader));
