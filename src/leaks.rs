@@ -106,7 +106,7 @@ impl Zone {
                     // beyond the one being dropped.
                     match handles <= extra {
                         true => Verdict::Nothing,
-                        false => Verdict::MoreHandles,
+                        false => Verdict::Held,
                     }
                 } else if handles < live + extra {
                     // Fewer handles than entries: pending ones whose tensors
@@ -142,14 +142,21 @@ impl Zone {
             Verdict::Unclear => {}
             // A user holds the zone: no report is due, and a wait's list
             // was taken while one did.
-            Verdict::MoreHandles => {
-                if tracking.leak_check_waits.swap(false, Ordering::AcqRel) {
+            Verdict::MoreHandles | Verdict::Held => {
+                // A load first: this runs on every drop of a tracked
+                // tensor, and a wait is rare.
+                let waits = &tracking.leak_check_waits;
+                if waits.load(Ordering::Acquire) && waits.swap(false, Ordering::AcqRel) {
                     self.take_leaks_seen().clear();
                 }
             }
+            // The list is taken once, when the wait begins; the report adds
+            // what is alive at its end. (Taking it at every drop meanwhile
+            // would cost each drop the whole list.)
             Verdict::Wait => {
-                self.note_leaks_seen();
-                tracking.leak_check_waits.store(true, Ordering::Release);
+                if !tracking.leak_check_waits.swap(true, Ordering::AcqRel) {
+                    self.note_leaks_seen();
+                }
             }
             // Nothing is alive now, but what a wait saw alive was leaked.
             Verdict::Nothing => {
@@ -243,6 +250,9 @@ enum Verdict {
     /// Fewer handles than entries and none pending: for a moment, during
     /// a drop; decide at the next check.
     Unclear,
+    /// Nothing tracked is alive, and a handle beyond the one being
+    /// dropped: a user's.
+    Held,
     /// A handle beyond the tensors' and arenas': a user still holds one.
     MoreHandles,
     /// Entries whose tensors may not hold their handle yet: decide later.

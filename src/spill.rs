@@ -72,9 +72,19 @@ impl Zone {
     /// spill: the operands of kernels recorded since the last wait are
     /// bound (a kernel may still use them), and after a wait, which
     /// submits those kernels first, they may spill. Every zone on the pool
-    /// counts the wait, since they share the device's queue.
-    pub(crate) fn wait_for_bound(&self) -> Result<()> {
+    /// counts the wait, since they share the device's queue. Bindings
+    /// taken for the caller's own work stay: the caller may not have
+    /// submitted it yet.
+    /// `false` when no copy was bound by a kernel since the last wait:
+    /// then there is nothing to wait for.
+    pub(crate) fn wait_for_bound(&self) -> Result<bool> {
         let zones = self.pool_zones();
+        if !zones
+            .iter()
+            .any(|z| z.inner.tracking.registry.kernel_bound())
+        {
+            return Ok(false);
+        }
         let marks: Vec<u64> = zones
             .iter()
             .map(|z| z.inner.tracking.registry.wait_start())
@@ -83,9 +93,9 @@ impl Zone {
             g.wait_idle()?;
         }
         for (z, mark) in zones.iter().zip(marks) {
-            z.inner.tracking.registry.wait_done(mark);
+            z.inner.tracking.registry.kernel_wait_done(mark);
         }
-        Ok(())
+        Ok(true)
     }
 
     /// The zone whose pool this zone uses: itself, or its parents' root.

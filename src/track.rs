@@ -79,9 +79,16 @@ pub(crate) struct DevState {
     pub(crate) saved: Option<Vec<u8>>,
     /// The registry clock at the last device use (least recent spills first).
     pub(crate) last_use: u64,
-    /// The registry's wait count when a binding was last taken: until the
-    /// zone has waited for the device since, a kernel may use the range.
+    /// The registry's wait count when a kernel of the crate's last bound
+    /// the range: until the zone has waited for the device since, the
+    /// kernel may use it.
     pub(crate) bound_at: Option<u64>,
+    /// The same for a binding taken for work of the caller's own
+    /// (`binding()`), which the caller may not have submitted yet: only a
+    /// wait the caller's calls make (a read back, `synchronize`) ends it,
+    /// not the one an allocation makes for the crate's kernels
+    /// ([`Registry::kernel_wait_done`]).
+    pub(crate) user_bound_at: Option<u64>,
     /// Whether a shared handle counts this copy in its zone's shared tier:
     /// a spill or reload then moves that count between device and host.
     pub(crate) in_shared: bool,
@@ -173,6 +180,13 @@ impl Pin {
         let mut dev = self.cell.dev();
         dev.bound_at = dev.bound_at.max(Some(mark));
     }
+
+    /// Records a binding taken at `mark` for the caller's own work (see
+    /// [`DevState::user_bound_at`]).
+    pub(crate) fn mark_user_bound(&self, mark: u64) {
+        let mut dev = self.cell.dev();
+        dev.user_bound_at = dev.user_bound_at.max(Some(mark));
+    }
 }
 
 impl Drop for Pin {
@@ -211,6 +225,8 @@ pub(crate) struct Registry {
     /// wait has ended.
     waits_started: AtomicU64,
     waits_done: AtomicU64,
+    /// The waits of `waits_done` that end the caller's own bindings too.
+    user_waits_done: AtomicU64,
 }
 
 impl Registry {
@@ -370,6 +386,33 @@ impl Registry {
     /// Every kernel submitted before wait `n` started has finished.
     pub(crate) fn wait_done(&self, n: u64) {
         self.waits_done.fetch_max(n, Ordering::AcqRel);
+        self.user_waits_done.fetch_max(n, Ordering::AcqRel);
+    }
+
+    /// [`Registry::wait_done`] for a wait the zone made on its own (an
+    /// allocation with nothing else to spill): the crate's kernels
+    /// submitted before it have finished, but a binding the caller took
+    /// may still be waiting for the caller's own submit.
+    pub(crate) fn kernel_wait_done(&self, n: u64) {
+        self.waits_done.fetch_max(n, Ordering::AcqRel);
+    }
+
+    /// Whether no kernel that may still run, nor the caller's own work,
+    /// uses `d`'s range.
+    fn unbound(&self, d: &DevState) -> bool {
+        let done = self.waits_done.load(Ordering::Acquire);
+        let user_done = self.user_waits_done.load(Ordering::Acquire);
+        d.bound_at.is_none_or(|b| b < done) && d.user_bound_at.is_none_or(|b| b < user_done)
+    }
+
+    /// Whether a resident copy may be in use by a kernel of the crate's
+    /// recorded since the last wait (a copy locked now counts).
+    pub(crate) fn kernel_bound(&self) -> bool {
+        let done = self.waits_done.load(Ordering::Acquire);
+        self.live().iter().any(|cell| match cell.try_dev() {
+            Some(d) => d.range.is_some() && d.bound_at.is_some_and(|b| b >= done),
+            None => true,
+        })
     }
 
     /// The value a binding records (see [`DevState::bound_at`]).
@@ -380,7 +423,6 @@ impl Registry {
     /// Resident device copies no operation, and no kernel that may still
     /// run, uses, with their last use (least recent spills first).
     pub(crate) fn spill_candidates(&self) -> Vec<(u64, Victim)> {
-        let done = self.waits_done.load(Ordering::Acquire);
         self.live()
             .into_iter()
             .filter_map(|cell| {
@@ -388,7 +430,7 @@ impl Registry {
                     let d = cell.try_dev()?;
                     let spillable = d.range.is_some()
                         && cell.busy.load(Ordering::Acquire) == 0
-                        && d.bound_at.is_none_or(|b| b < done);
+                        && self.unbound(&d);
                     spillable.then_some(d.last_use)?
                 };
                 Some((last, Victim { cell }))
@@ -400,12 +442,11 @@ impl Registry {
 impl Victim {
     /// The device state, if the candidate can still be spilled (no
     /// operation has started on it since it was chosen).
-    pub(crate) fn lock_if_idle(&self, done: &Registry) -> Option<MutexGuard<'_, DevState>> {
+    pub(crate) fn lock_if_idle(&self, registry: &Registry) -> Option<MutexGuard<'_, DevState>> {
         let d = self.cell.try_dev()?;
-        let finished = done.waits_done.load(Ordering::Acquire);
         let ok = d.range.is_some()
             && self.cell.busy.load(Ordering::Acquire) == 0
-            && d.bound_at.is_none_or(|b| b < finished);
+            && registry.unbound(&d);
         ok.then_some(d)
     }
 }

@@ -238,11 +238,13 @@ impl ZoneBuilder {
     /// instead of reloading them.
     ///
     /// Never spilled: arena tensors; a tensor whose binding was taken
-    /// until the zone has next waited for the device (a read back,
-    /// [`Zone::synchronize`], or an allocation that found nothing else to
-    /// spill: it waits once, so a chain of kernels recorded without a wait
-    /// does not run out while the tensors its earlier kernels used could
-    /// go), since a submitted kernel may still use it;
+    /// (`binding()`, for work of your own) until the zone has next waited
+    /// for the device at one of your calls (a read back, or
+    /// [`Zone::synchronize`]), since your kernel may still use it; an
+    /// operand of the crate's kernels until the zone next waits, which an
+    /// allocation that finds nothing else to spill also does, once, so a
+    /// chain of kernels recorded without a wait does not run out while the
+    /// tensors its earlier kernels used could go;
     /// and a shared tensor once [`crate::SharedTensor::binding`] was taken
     /// (the crate's kernels keep a shared input in place only until the
     /// zone next waits).
@@ -1288,10 +1290,9 @@ impl Zone {
                     }
                     // What recorded kernels hold may spill once the device
                     // has caught up with them: wait once, then try again.
-                    if waited {
+                    if waited || !self.wait_for_bound()? {
                         return Err(e);
                     }
-                    self.wait_for_bound()?;
                     waited = true;
                 }
                 Ok(range) => {

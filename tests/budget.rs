@@ -802,3 +802,27 @@ fn a_refused_blur_spills_nothing() {
         drop(ts);
     }
 }
+
+/// The wait an allocation makes when nothing else can spill ends the
+/// crate's kernels' bindings only: a binding taken for work of your own,
+/// maybe not submitted yet, keeps its tensor in place until a wait at
+/// your call (here `synchronize`).
+#[test]
+fn an_allocation_never_spills_a_tensor_bound_for_your_own_work() {
+    let Some(zone) = gpu_budget_zone() else {
+        return;
+    };
+    let mut ts: Vec<Tensor<u32>> = (0..8).map(|i| device_tensor(&zone, i)).collect();
+    let places: Vec<u64> = ts.iter_mut().map(|t| t.binding().unwrap().offset).collect();
+    assert_eq!(places.len(), 8);
+    let r = Tensor::<u32>::empty(&zone, [LEN], Location::Device);
+    assert!(matches!(r, Err(Error::OutOfMemory { .. })), "{r:?}");
+    assert_eq!(zone.stats().spills.calls, 0);
+    zone.synchronize().unwrap();
+    let mut ninth = device_tensor(&zone, 8);
+    assert_eq!(zone.stats().spills.calls, 1);
+    assert_eq!(ninth.to_vec().unwrap(), pattern(8));
+    for (i, t) in ts.iter_mut().enumerate() {
+        assert_eq!(t.to_vec().unwrap(), pattern(i), "tensor {i}");
+    }
+}

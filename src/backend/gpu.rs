@@ -63,9 +63,9 @@ pub(crate) struct GpuBackend {
     batch_failed: std::sync::atomic::AtomicBool,
 }
 
-/// One kernel's slot in the parameter buffer: the longest parameter list
-/// (a blur's 4 words and 129 weights) fits, at an offset every adapter
-/// takes for a storage binding.
+/// One kernel's slot in the parameter buffer, at an offset every adapter
+/// takes for a storage binding (256 words; the longest list the crate's
+/// kernels pass, a blur's, is 5).
 pub(crate) const PARAM_SLOT: u64 = 1024;
 /// Kernels one batch holds before it is submitted.
 const PARAM_SLOTS: u64 = 64;

@@ -500,6 +500,12 @@ impl<T: Element> Tensor<T> {
     /// the tensor is dropped or its device copy released: the range goes
     /// back to the pool, and may hold another tensor's data by then.
     ///
+    /// Under a device budget the tensor is not spilled until the zone next
+    /// waits for the device at one of your calls (a read back, or
+    /// [`Zone::synchronize`]): submit the work that uses the binding
+    /// before making one, or keep the tensor in an arena, which never
+    /// spills.
+    ///
     /// Errors: [`Error::NeedsGpu`] on the CPU backend.
     ///
     /// A kernel of your own that doubles a tensor in place:
@@ -599,7 +605,10 @@ impl<T: Element> Tensor<T> {
         if let Some(c) = self.cell() {
             let mut dev = c.dev();
             if dev.bound_at == Some(u64::MAX) {
-                dev.bound_at = Some(self.zone.inner.tracking.registry.binding_mark());
+                // The shared handle's binding was the caller's own.
+                let mark = self.zone.inner.tracking.registry.binding_mark();
+                dev.bound_at = Some(mark);
+                dev.user_bound_at = dev.user_bound_at.max(Some(mark));
             }
         }
     }

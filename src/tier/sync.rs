@@ -119,14 +119,22 @@ pub(crate) fn residency<T: Element>(s: &impl Storage<T>) -> Residency {
     )
 }
 
-/// Makes the device copy current and resident: one upload if the host
-/// copy is newer, zeros if no copy was ever written, the saved bytes if a
-/// current copy was spilled.
+/// `to_device`: [`sync_device`], and a current copy that was spilled is
+/// reloaded too (`parts` does that; a resident one it only pins for the
+/// moment, and marks used). Kernels and bindings reload through their own
+/// `parts` call, so only this explicit call needs it.
+pub(crate) fn to_device<T: Element>(s: &mut impl Storage<T>) -> Result<()> {
+    if s.state().device_current {
+        s.parts()?;
+        return Ok(());
+    }
+    sync_device(s)
+}
+
+/// Makes the device copy current: one upload if the host copy is newer,
+/// zeros if no copy was ever written.
 pub(crate) fn sync_device<T: Element>(s: &mut impl Storage<T>) -> Result<()> {
     if s.state().device_current {
-        // `parts` reloads a spilled copy; a resident one it only pins for
-        // the moment (and marks used).
-        s.parts()?;
         return Ok(());
     }
     s.ensure_device()?;
@@ -369,9 +377,9 @@ fn bind<T: Element>(
         if hold {
             pin.hold();
         } else {
-            // A kernel may use the copy until the zone next waits for the
-            // device.
-            pin.mark_bound(p.zone.inner.tracking.registry.binding_mark());
+            // The caller's own work may use the copy until the zone next
+            // waits for the device at the caller's call.
+            pin.mark_user_bound(p.zone.inner.tracking.registry.binding_mark());
         }
     }
     match p.bound {
@@ -423,7 +431,7 @@ macro_rules! residency_api {
         /// does nothing if the device copy is already current on the
         /// device. Call it to bring a tensor back before its next kernel.
         pub fn to_device(&mut self) -> $crate::Result<()> {
-            $crate::tier::sync::sync_device(self)
+            $crate::tier::sync::to_device(self)
         }
 
         /// Makes the host copy current: downloads once if the device copy is
