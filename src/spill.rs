@@ -75,6 +75,7 @@ impl Zone {
     /// counts the wait, since they share the device's queue. Bindings
     /// taken for the caller's own work stay: the caller may not have
     /// submitted it yet.
+    ///
     /// `false` when no copy was bound by a kernel since the last wait:
     /// then there is nothing to wait for.
     pub(crate) fn wait_for_bound(&self) -> Result<bool> {

@@ -536,10 +536,10 @@ pub(crate) struct Tracking {
     /// A leak check found pending entries and waits for a tensor to take
     /// one over (see `Zone::report_leaks_if_unheld`).
     pub(crate) leak_check_waits: std::sync::atomic::AtomicBool,
-    /// While a leak check waits: what was alive when it began, and since,
-    /// by creation order; the report, when it comes, lists these too (a
-    /// tensor alive when the last handle went and dropped meanwhile was
-    /// still a leak).
+    /// While a leak check waits: what was alive when the wait began, by
+    /// creation order; the report, when it comes, lists these and what is
+    /// alive then (a tensor alive when the last handle went and dropped
+    /// meanwhile was still a leak).
     pub(crate) leaks_seen: Mutex<Vec<(u64, crate::Leak)>>,
     /// Taken by every spill on this zone's pool, on the root zone's
     /// (see [`crate::spill::Gate`]).
